@@ -1,0 +1,3 @@
+"""nimbus.optimized: HOW, fast. numba kernels behind the same API as nimbus.reference."""
+
+NAME = "optimized"

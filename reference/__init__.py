@@ -1,0 +1,3 @@
+"""nimbus.reference: HOW, slowly and readably. One module per component; never imports numba."""
+
+NAME = "reference"
