@@ -17,7 +17,7 @@ __all__ = ["IMPLEMENTATIONS", "COMPONENTS", "Implementation", "implementation"]
 IMPLEMENTATIONS = {"reference": "nimbus.reference", "optimized": "nimbus.optimized"}
 
 #: Component modules every implementation provides (append when a layer lands).
-COMPONENTS = ("ring", "sharing")
+COMPONENTS = ("ring", "sharing", "rlwe", "ot")
 
 
 class Implementation:

@@ -1,0 +1,54 @@
+"""The one registry of generated files, and the command that refreshes or checks them.
+
+``python -m nimbus.generated`` rewrites every generated file; ``--check`` exits non-zero (and says
+which) when a committed file differs from what its generator produces now. CI runs ``--check``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+__all__ = ["GENERATED", "main"]
+
+#: path (relative to the repository root) -> "module:function" returning the file's text.
+GENERATED: dict[str, str] = {
+    "conformance/vectors/digests.json": "nimbus.conformance.digests:render",
+}
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _render(spec: str) -> str:
+    mod, fn = spec.split(":")
+    return getattr(importlib.import_module(mod), fn)()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nimbus.generated", description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="fail if a generated file is stale")
+    args = ap.parse_args(argv)
+    stale = []
+    for rel, spec in GENERATED.items():
+        path = ROOT / rel
+        text = _render(spec)
+        old = path.read_text() if path.exists() else None
+        if old != text:
+            if args.check:
+                stale.append(rel)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+                print(f"wrote {rel}")
+    if stale:
+        print("stale generated files (run `python -m nimbus.generated`):\n  " + "\n  ".join(stale), file=sys.stderr)
+        return 1
+    if args.check:
+        print(f"{len(GENERATED)} generated files are current")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""optimized ot component (to be written)."""
+
+__all__: list[str] = []

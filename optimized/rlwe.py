@@ -1,0 +1,3 @@
+"""optimized rlwe component (to be written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""reference ot component (to be written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""reference rlwe component (to be written)."""
+
+__all__: list[str] = []
