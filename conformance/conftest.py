@@ -42,3 +42,8 @@ def ref():
 @pytest.fixture(scope="session")
 def opt():
     return implementation("optimized")
+
+
+def pytest_configure(config):
+    if NOJIT:  # interpreted kernels wrap uint64 scalars on purpose (mod 2^64); numpy warns
+        config.addinivalue_line("filterwarnings", "ignore:overflow encountered:RuntimeWarning")

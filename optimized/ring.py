@@ -52,18 +52,33 @@ def _mul_scalar(a, c, m, out):
         out[i] = (a[i] * c) & m
 
 
+_MM_ROWS = 8  # rows of A sharing one pass over B (B is read once per row block)
+_MM_COLS = 512  # accumulator tile: 8 x 512 uint64 = 32 KiB
+
+
 @njit(cache=True, parallel=True)
 def _matmul(a, b, m, out):
     n, k = a.shape
     cols = b.shape[1]
-    for i in prange(n):
-        acc = np.zeros(cols, dtype=np.uint64)
-        for t in range(k):
-            x = a[i, t]
-            for j in range(cols):
-                acc[j] += x * b[t, j]
-        for j in range(cols):
-            out[i, j] = acc[j] & m
+    nblk = (n + _MM_ROWS - 1) // _MM_ROWS
+    for blk in prange(nblk):
+        i0 = blk * _MM_ROWS
+        i1 = min(n, i0 + _MM_ROWS)
+        acc = np.zeros((_MM_ROWS, _MM_COLS), dtype=np.uint64)
+        for j0 in range(0, cols, _MM_COLS):
+            j1 = min(cols, j0 + _MM_COLS)
+            w = j1 - j0
+            acc[:, :] = 0
+            for t in range(k):
+                brow = b[t, j0:j1]
+                for r in range(i1 - i0):
+                    x = a[i0 + r, t]
+                    ar = acc[r]
+                    for j in range(w):
+                        ar[j] += x * brow[j]
+            for r in range(i1 - i0):
+                for j in range(w):
+                    out[i0 + r, j0 + j] = acc[r, j] & m
 
 
 @njit(cache=True)
