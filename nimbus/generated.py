@@ -11,19 +11,33 @@ import importlib
 import sys
 from pathlib import Path
 
-__all__ = ["GENERATED", "main"]
+__all__ = ["GENERATED", "all_generated", "main"]
 
 #: path (relative to the repository root) -> "module:function" returning the file's text.
 GENERATED: dict[str, str] = {
     "conformance/vectors/digests.json": "nimbus.conformance.digests:render",
+    "docs/parameters.md": "nimbus.docsgen:parameters_page",
+    "docs/protocols/index.md": "nimbus.docsgen:protocols_index",
 }
+
+
+def _protocol_pages() -> dict[str, str]:
+    """One generated page per registered protocol (derived from the protocol registry)."""
+    import nimbus.spec  # noqa: F401  (registers every protocol)
+    from nimbus.spec.protocols import PROTOCOLS
+
+    return {f"docs/protocols/{name}.md": f"nimbus.docsgen:render_protocol:{name}" for name in sorted(PROTOCOLS)}
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _render(spec: str) -> str:
-    mod, fn = spec.split(":")
-    return getattr(importlib.import_module(mod), fn)()
+    mod, fn, *args = spec.split(":")
+    return getattr(importlib.import_module(mod), fn)(*args)
+
+
+def all_generated() -> dict[str, str]:
+    return {**GENERATED, **_protocol_pages()}
 
 
 def main(argv=None) -> int:
@@ -31,7 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="fail if a generated file is stale")
     args = ap.parse_args(argv)
     stale = []
-    for rel, spec in GENERATED.items():
+    files = all_generated()
+    for rel, spec in files.items():
         path = ROOT / rel
         text = _render(spec)
         old = path.read_text() if path.exists() else None
@@ -46,7 +61,7 @@ def main(argv=None) -> int:
         print("stale generated files (run `python -m nimbus.generated`):\n  " + "\n  ".join(stale), file=sys.stderr)
         return 1
     if args.check:
-        print(f"{len(GENERATED)} generated files are current")
+        print(f"{len(files)} generated files are current")
     return 0
 
 

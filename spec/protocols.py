@@ -26,6 +26,10 @@ class ProtocolSpec:
     cost: Callable  # (params, **shape) -> Cost
     learns: str  # what each party learns
     reference: str  # e.g. "[NIMBUS24, §4.1]"
+    #: ``example(params) -> (client_args, server_args, kwargs, cost_args)``: a representative run at
+    #: BERT-base shapes, used for the docs' message-flow figure and cost table (and checked there:
+    #: the measured cost must equal ``cost(params, *cost_args)``).
+    example: Callable | None = None
 
 
 PROTOCOLS: dict[str, ProtocolSpec] = {}

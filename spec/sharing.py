@@ -31,6 +31,10 @@ __all__ = [
     "ideal_reconstruct",
     "ideal_reshare",
     "share_cost",
+    "input_cost",
+    "reshare_cost",
+    "open_cost",
+    "reveal_cost",
 ]
 
 
@@ -87,6 +91,35 @@ def share_cost(params: ParamSet, ring: str, shape, c2s: int, s2c: int, rounds: i
     return Cost(c2s * size, s2c * size, rounds)
 
 
+def input_cost(params: ParamSet, ring: str, shape) -> Cost:
+    """``input``: one share tensor client -> server, 1 round."""
+    return share_cost(params, ring, shape, 1, 0)
+
+
+def reshare_cost(params: ParamSet, ring: str, shape) -> Cost:
+    """``reshare``: one share tensor client -> server, 1 round."""
+    return share_cost(params, ring, shape, 1, 0)
+
+
+def open_cost(params: ParamSet, ring: str, shape) -> Cost:
+    """``open``: one share tensor each way, sent at once: 1 round."""
+    return share_cost(params, ring, shape, 1, 1)
+
+
+def reveal_cost(params: ParamSet, ring: str, shape) -> Cost:
+    """``reveal``: one share tensor server -> client, 1 round."""
+    return share_cost(params, ring, shape, 0, 1)
+
+
+def _example(name: str):
+    def example(params: ParamSet):
+        shape = (128, 768)
+        x = np.zeros(shape, dtype=np.uint64)
+        server = (shape,) if name == "input" else (x,)
+        return (x,), server, {"ring": "linear"}, ("linear", shape)
+    return example
+
+
 for _name, _c2s, _s2c, _learns in (
     ("input", 1, 0, "The server learns nothing (it receives x - r for a uniform r)."),
     ("reshare", 1, 0, "Nobody learns anything: the server receives x_c - r for a uniform r."),
@@ -101,8 +134,9 @@ for _name, _c2s, _s2c, _learns in (
             server=f"{_name}_server",
             ideal={"input": ideal_share, "reshare": ideal_reshare, "open": ideal_reconstruct,
                    "reveal": ideal_reconstruct}[_name],
-            cost=(lambda c2s, s2c: lambda params, ring, shape: share_cost(params, ring, shape, c2s, s2c))(_c2s, _s2c),
+            cost={"input": input_cost, "reshare": reshare_cost, "open": open_cost, "reveal": reveal_cost}[_name],
             learns=_learns,
             reference="[NIMBUS24, §3 (preliminaries: additive secret sharing)]",
+            example=_example(_name),
         )
     )
