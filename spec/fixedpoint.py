@@ -45,8 +45,9 @@ def to_signed(u, ring: Ring | int) -> np.ndarray:
     a = np.asarray(u, dtype=np.uint64)
     if bits == 64:
         return a.view(np.int64)
-    s = a.astype(np.int64)
-    return np.where(s >= (1 << (bits - 1)), s - (1 << bits), s)
+    half = 1 << (bits - 1)
+    shifted = (a + np.uint64(half)) & np.uint64((1 << bits) - 1)  # (u + 2^(l-1)) mod 2^l < 2^63
+    return shifted.astype(np.int64) - np.int64(half)
 
 
 def encode(x, ring: Ring) -> np.ndarray:

@@ -1,0 +1,222 @@
+"""RLWE layer: reference vs optimized bit for bit on the tiny sets, homomorphic identities,
+measured noise against the analysis (nimbus.spec.he.analyze)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from nimbus.conformance.assertions import assert_same
+from nimbus.registry import implementation
+from nimbus.spec import he as H
+from nimbus.spec.errors import RandomnessReuseError, ShapeError
+from nimbus.spec.prg import PRG
+
+TINY = [H.TINY16, H.TINY32]
+REF = implementation("reference").rlwe
+OPT = implementation("optimized").rlwe
+
+
+def _plain(he, rows):
+    return hnp.arrays(np.uint64, (rows, he.n), elements=st.integers(0, (1 << he.plain_bits) - 1).map(np.uint64))
+
+
+def _everything(M, he, seed: str, m, x, shift: int, pkeep: int):
+    """Every operation once, on one deterministic PRG stream."""
+    g = PRG.for_tests(seed)
+    o = {}
+    sk = M.keygen(he, g, "k")
+    o["pk"] = pk = M.keygen_public(he, sk, g, "pk")
+    sd = g.child_seed("seed")
+    o["c0"] = c0 = M.encrypt_symmetric(he, sk, m, sd, g, "enc")
+    o["ct"] = ct = M.expand_seeded(he, sd, c0)
+    o["dec"] = M.decrypt(he, sk, ct)
+    o["ctp"] = ctp = M.encrypt_public(he, pk, m, g, "pe")
+    o["decp"] = M.decrypt(he, sk, ctp)
+    o["add"], o["sub"] = M.add(he, ct, ctp), M.sub(he, ct, ctp)
+    o["mac"] = acc = M.mac_scalar(he, ct, x)
+    o["scalar"] = M.mul_scalar(he, ct, x[0])
+    o["mono"] = M.mul_monomial(he, ct, shift)
+    o["plain"] = M.mul_plain(he, ct, m[::-1].copy())
+    o["ms"] = sw = M.mod_switch(he, acc, pkeep)
+    o["flood"] = M.flood(he, pk, sw, g, "fl")
+    o["noise"] = M.noise(he, sk, ct, m)
+    o["enc"] = e = M.encode(he, m, pkeep)
+    o["decode"] = M.decode(he, e)
+    o["decode_any"] = M.decode(he, acc[:, 1])  # arbitrary residues, not a real encoding
+    return o
+
+
+@pytest.mark.parametrize("he", TINY, ids=lambda h: h.name)
+@settings(max_examples=15)
+@given(data=st.data())
+def test_reference_and_optimized_agree(he, data):
+    m = data.draw(_plain(he, 3))
+    x = data.draw(_plain(he, 2).map(lambda a: a[:, :3].copy()))
+    shift = data.draw(st.integers(-3 * he.n, 3 * he.n))
+    pkeep = data.draw(st.integers(1, he.levels))
+    seed = data.draw(st.text("abc", min_size=1, max_size=4))
+    ref = _everything(REF, he, seed, m, x, shift, pkeep)
+    opt = _everything(OPT, he, seed, m, x, shift, pkeep)
+    assert_same(ref, opt, {"he": he.name, "seed": seed, "shift": shift, "level": pkeep})
+
+
+@pytest.mark.parametrize("he", TINY, ids=lambda h: h.name)
+@settings(max_examples=10)
+@given(data=st.data())
+def test_packing_agrees_on_edge_values(he, data):
+    l = he.plain_bits
+    edge = [0, 1, (1 << (l - 1)) - 1, 1 << (l - 1), (1 << l) - 1]
+    v = data.draw(hnp.arrays(np.uint64, (4, 2, he.levels, he.n), elements=st.integers(0, min(he.primes) - 1).map(np.uint64)))
+    m = np.array([edge[i % 5] for i in range(he.n)], np.uint64)[None]
+    assert_same(REF.encode(he, m), OPT.encode(he, m))
+    assert_same(REF.decode(he, v[:, 0]), OPT.decode(he, v[:, 0]))
+    for p in he.primes:
+        b = p.bit_length()
+        vals = v.reshape(-1) % np.uint64(p)
+        assert_same(REF.pack_bits(vals, b), OPT.pack_bits(vals, b))
+        assert_same(OPT.unpack_bits(OPT.pack_bits(vals, b), vals.size, b), vals)
+
+
+@pytest.mark.parametrize("he", TINY, ids=lambda h: h.name)
+@settings(max_examples=8)
+@given(data=st.data())
+def test_homomorphic_identities(impl, he, data):
+    M = impl.rlwe
+    l, n = he.plain_bits, he.n
+    mask = (1 << l) - 1
+    m = data.draw(_plain(he, 3))
+    x = data.draw(_plain(he, 2).map(lambda a: a[:, :3].copy()))
+    k = data.draw(st.integers(0, 2 * n - 1))
+    g = PRG.for_tests("identities")
+    sk = M.keygen(he, g, "k")
+    pk = M.keygen_public(he, sk, g, "pk")
+    sd = g.child_seed("s")
+    ct = M.expand_seeded(he, sd, M.encrypt_symmetric(he, sk, m, sd, g, "e"))
+    ctp = M.encrypt_public(he, pk, m, g, "p")
+    mo = m.astype(object)
+    assert_same(M.decrypt(he, sk, ct), m)
+    assert_same(M.decrypt(he, sk, ctp), m)
+    assert_same(M.decrypt(he, sk, M.add(he, ct, ctp)), ((mo + mo) & mask).astype(np.uint64))
+    assert_same(M.decrypt(he, sk, M.sub(he, ct, ctp)), np.zeros_like(m))
+    want = (x.astype(object).dot(mo) & mask).astype(np.uint64)
+    acc = M.mac_scalar(he, ct, x)
+    assert_same(M.decrypt(he, sk, acc), want)
+    # monomial: coefficient j moves to j + k with sign (-1)^floor((j + k) / N)
+    sh = np.zeros_like(m)
+    for j in range(n):
+        t = j + k
+        sh[:, t % n] = (m[:, j] if (t // n) % 2 == 0 else (-m[:, j].astype(object)) & mask).astype(np.uint64)
+    assert_same(M.decrypt(he, sk, M.mul_monomial(he, ct, k)), sh)
+    # plaintext polynomial product, negacyclic over Z_2^l
+    p = m[::-1].copy()
+    prod = np.zeros(m.shape, dtype=object)
+    for j in range(n):
+        for t in range(n):
+            s = 1 if j + t < n else -1
+            prod[:, (j + t) % n] += s * mo[:, j] * p[:, t].astype(object)
+    assert_same(M.decrypt(he, sk, M.mul_plain(he, ct, p)), (prod & mask).astype(np.uint64))
+    for lev in range(1, he.levels + 1):
+        sw = M.mod_switch(he, acc, lev)
+        assert sw.shape[-2] == lev
+        assert_same(M.decrypt(he, sk, sw), want)
+    lev = he.response_level or 1
+    fl = M.flood(he, pk, M.mod_switch(he, acc, lev), g, "fl")
+    assert_same(M.decrypt(he, sk, fl), want)
+    # measured noise <= the analysis, at every step
+    fresh, mac = ("fresh_sk",), ("mac", 3, l)
+    for got, ops in ((M.noise(he, sk, ct, m), (fresh,)), (M.noise(he, sk, ctp, m), (("fresh_pk",),)),
+                     (M.noise(he, sk, acc, want), (fresh, mac)),
+                     (M.noise(he, sk, M.mod_switch(he, acc, lev), want), (fresh, mac, ("mod_switch", lev))),
+                     (M.noise(he, sk, fl, want), (fresh, mac, ("mod_switch", lev), ("flood",))),
+                     (M.noise(he, sk, M.mul_plain(he, ct, p), (prod & mask).astype(np.uint64)),
+                      (fresh, ("plain_mul", l, n)))):
+        assert got <= H.analyze(he, ops).total + 1, (ops, got)
+
+
+def _worst_cop(M, he, seed="cop-worst", k=8, pack=2, tok=None):
+    """The COP workload with maximal scalars (lift -2^(l-1)): returns (measured noises, want)."""
+    l, n = he.plain_bits, he.n
+    g = PRG.for_tests(seed)
+    sk = M.keygen(he, g, "k")
+    pk = M.keygen_public(he, sk, g, "pk")
+    m = g.uniform("m", (k, n), l)
+    sd = g.child_seed("s")
+    cts = M.expand_seeded(he, sd, M.encrypt_symmetric(he, sk, m, sd, g, "e"))
+    x = np.full((pack, k), 1 << (l - 1), np.uint64)
+    acc = M.mac_scalar(he, cts, x)
+    packed = acc[0]
+    step = n // pack
+    for t in range(1, pack):
+        packed = M.add(he, packed, M.mul_monomial(he, acc[t], t * step))
+    want_rows = (x.astype(object).dot(m.astype(object)) & ((1 << l) - 1))
+    want = np.zeros(n, dtype=object)
+    for t in range(pack):
+        for j in range(n):
+            u = j + t * step
+            want[u % n] = (want[u % n] + (want_rows[t, j] if (u // n) % 2 == 0 else -want_rows[t, j]))
+    want = (want & ((1 << l) - 1)).astype(np.uint64)
+    sw = M.mod_switch(he, packed, he.response_level)
+    fl = M.flood(he, pk, sw, g, "fl")
+    return M.noise(he, sk, packed, want), M.noise(he, sk, sw, want), M.noise(he, sk, fl, want), M.decrypt(he, sk, fl), want
+
+
+def test_tiny_cop_worst_case_noise_within_analysis(impl):
+    he = H.TINY16
+    ops = H.cop_workload(8, 2, he.plain_bits, he.response_level)
+    rep = H.analyze(he, ops)
+    pre = H.analyze(he, ops[:4])
+    mid = H.analyze(he, ops[:5])
+    n_pre, n_ms, n_fl, got, want = _worst_cop(impl.rlwe, he)
+    assert n_pre <= pre.total + 1 and n_ms <= mid.total + 1 and n_fl <= rep.total + 1
+    assert_same(got, want)
+
+
+def test_labels_are_never_reused(impl):
+    he = H.TINY16
+    g = PRG.for_tests("reuse")
+    impl.rlwe.keygen(he, g, "k")
+    with pytest.raises(RandomnessReuseError):
+        impl.rlwe.keygen(he, g, "k")
+
+
+def test_bad_shapes_raise_shape_error(impl):
+    he, M = H.TINY16, impl.rlwe
+    g = PRG.for_tests("bad")
+    sk = M.keygen(he, g, "k")
+    good = np.zeros((1, 2, he.levels, he.n), np.uint64)
+    for bad in (np.zeros((1, 2, he.levels, he.n + 1), np.uint64), np.zeros((1, 3, he.levels, he.n), np.uint64),
+                np.zeros((1, 2, he.levels + 1, he.n), np.uint64), good.astype(np.int64)):
+        with pytest.raises(ShapeError):
+            M.decrypt(he, sk, bad)
+        with pytest.raises(ShapeError):
+            M.add(he, good if bad.shape != good.shape else bad, bad)
+    with pytest.raises(ShapeError):
+        M.encode(he, np.full((1, he.n), 1 << he.plain_bits, np.uint64))
+    with pytest.raises(ShapeError):
+        M.mod_switch(he, good, he.levels + 1)
+    with pytest.raises(ShapeError):
+        M.mac_scalar(he, good, np.zeros((2, 3), np.uint64))
+    with pytest.raises(ShapeError):
+        M.mul_plain(he, good, np.zeros((2, he.n), np.uint64))
+
+
+@pytest.mark.parametrize("he", TINY + [H.COP64], ids=lambda h: h.name)
+def test_decode_near_rounding_boundaries(impl, he):
+    """Values within 2^l / Q of a half-integer (where a fixed-point CRT must fall back to exact
+    arithmetic) decode exactly: round(2^l x / Q) mod 2^l."""
+    if he.n > 64 and impl.name == "reference":
+        pytest.skip("reference decode at N = 8192 is slow")
+    l, n = he.plain_bits, he.n
+    for level in range(1, he.levels + 1):
+        q = he.q(level)
+        g = PRG.for_tests(f"near/{he.name}/{level}")
+        ts = [int(t) for t in g.uniform("t", n, l)]
+        xs = [((2 * t + 1) * q >> (l + 1)) + (j % 3) - 1 for j, t in enumerate(ts)]
+        xs = [x % q for x in xs]
+        v = np.array([[x % p for x in xs] for p in he.primes[:level]], np.uint64)[None]
+        want = np.array([(((x << (l + 1)) + q) // (2 * q)) % (1 << l) for x in xs], np.uint64)[None]
+        assert_same(impl.rlwe.decode(he, v), want, {"he": he.name, "level": level})
