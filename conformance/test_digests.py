@@ -6,16 +6,14 @@ import json
 
 import pytest
 
-from nimbus.conformance.digests import CASES, DIGEST_FILE
+from nimbus.conformance.digests import CASES, DIGEST_FILE, case_record
 
 RECORDED = json.loads(DIGEST_FILE.read_text())["cases"]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_transcript_digest(impl, name):
-    tr = CASES[name](impl).transcript
-    c = tr.cost()
-    got = {"digest": tr.digest(), "bytes_c2s": c.c2s, "bytes_s2c": c.s2c, "rounds": tr.rounds}
+    got = case_record(name, impl)
     assert got == RECORDED[name], f"{name} with {impl.name}: {got} != recorded {RECORDED[name]}"
 
 

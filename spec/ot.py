@@ -67,7 +67,7 @@ from .cost import Cost
 from .errors import ParameterError, ProtocolError
 from .messages import BytesField, FixedBytes, Message, pack_bits, packed_size, unpack_bits
 from .proto import CLIENT, SERVER
-from .protocols import ProtocolSpec, register_protocol
+from .protocols import Example, ProtocolSpec, register_protocol
 
 __all__ = [
     # parameters
@@ -437,6 +437,55 @@ def ideal_acot(c: np.ndarray, b: np.ndarray, x: np.ndarray, bits: int) -> np.nda
 
 
 # -- registry ---------------------------------------------------------------------------------
+_EXAMPLE_N = 4096  # COTs in a docs/conformance example (IKNP extension: cheap to set up)
+
+
+def _example(name: str):
+    """Example run of ``ot.<name>`` (after an IKNP session setup under the label ``ot``)."""
+    n, bits, N = _EXAMPLE_N, 32, 16
+
+    def example(params):
+        if name == "session":
+            return Example(lambda c: c.impl.ot.ot_setup_client(c.sub("ot"), "iknp"),
+                           lambda s: s.impl.ot.ot_setup_server(s.sub("ot"), "iknp"), "ot", ("iknp",))
+        if name == "base":
+            return Example(lambda c: c.impl.ot.base_ot_receiver(c.sub("base"), c.bits("choices", BASE_OTS)),
+                           lambda s: s.impl.ot.base_ot_sender(s.sub("base")), "base", ())
+
+        def sender_args(ctx):
+            return {"rcot": (n,), "cot": (n,), "rot": (n,),
+                    "ot": (ctx.uniform("m0", n, bits), ctx.uniform("m1", n, bits), bits),
+                    "ot_1ofn": (ctx.uniform("m", (n, N), bits), bits),
+                    "acot": (ctx.uniform("c", n, bits), bits)}[name]
+
+        def receiver_args(ctx):
+            b = ctx.bits("b", n)
+            return {"rcot": (n,), "cot": (b,), "rot": (n,), "ot": (b, bits),
+                    "ot_1ofn": (ctx.uniform_mod("c", n, N), N, bits), "acot": (b, bits)}[name]
+
+        spec_name = f"ot.{name}"
+
+        def client(ctx):
+            from .protocols import get_protocol
+
+            sess = yield from ctx.impl.ot.ot_setup_client(ctx.sub("ot"), "iknp")
+            fn = getattr(ctx.impl.ot, get_protocol(spec_name).client)
+            return (yield from fn(ctx.sub("p"), sess.receiver, *receiver_args(ctx)))
+
+        def server(ctx):
+            from .protocols import get_protocol
+
+            sess = yield from ctx.impl.ot.ot_setup_server(ctx.sub("ot"), "iknp")
+            fn = getattr(ctx.impl.ot, get_protocol(spec_name).server)
+            return (yield from fn(ctx.sub("p"), sess.sender, *sender_args(ctx)))
+
+        cost_args = {"rcot": (n,), "cot": (n,), "rot": (n,), "ot": (n, bits), "ot_1ofn": (n, N, bits),
+                     "acot": (n, bits)}[name]
+        return Example(client, server, "p", cost_args)
+
+    return example
+
+
 _REF = "[IKNP03; ALSZ13; YWL+20]"
 for _name, _server, _client, _ideal, _cost, _learns, _ref in (
     ("session", "ot_setup_server", "ot_setup_client", ideal_cot, session_cost,
@@ -464,5 +513,5 @@ for _name, _server, _client, _ideal, _cost, _learns, _ref in (
         name=f"ot.{_name}", component="ot", client=_client, server=_server,
         ideal=_ideal, cost=_cost,
         learns=_learns + " Roles: the registry lists the server as OT sender (instance 's2c'); the "
-        "'c2s' instance swaps them.", reference=_ref,
+        "'c2s' instance swaps them.", reference=_ref, example=_example(_name),
     ))

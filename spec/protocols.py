@@ -13,7 +13,7 @@ from typing import Callable
 
 from .errors import ParameterError
 
-__all__ = ["ProtocolSpec", "PROTOCOLS", "register_protocol", "get_protocol"]
+__all__ = ["Example", "ProtocolSpec", "PROTOCOLS", "register_protocol", "get_protocol"]
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,23 @@ class ProtocolSpec:
     cost: Callable  # (params, **shape) -> Cost
     learns: str  # what each party learns
     reference: str  # e.g. "[NIMBUS24, §4.1]"
-    #: ``example(params) -> (client_args, server_args, kwargs, cost_args)``: a representative run at
-    #: BERT-base shapes, used for the docs' message-flow figure and cost table (and checked there:
-    #: the measured cost must equal ``cost(params, *cost_args)``).
+    #: A representative run at BERT-base shapes, used for the docs' message-flow figure and cost
+    #: table and checked by the conformance suite (measured cost == ``cost(params, *cost_args)``).
+    #: ``example(params)`` returns either ``(client_args, server_args, kwargs, cost_args)`` for the
+    #: registered party functions, or an :class:`Example` when the protocol needs a prelude (e.g.
+    #: an OT session): whole-run generator factories plus the label whose cost is the protocol's.
     example: Callable | None = None
+
+
+@dataclass(frozen=True)
+class Example:
+    """A protocol run with a prelude: ``client(ctx)`` / ``server(ctx)`` make the generators; the
+    messages under ``label`` are the protocol's own and must cost ``cost(params, *cost_args)``."""
+
+    client: Callable
+    server: Callable
+    label: str
+    cost_args: tuple
 
 
 PROTOCOLS: dict[str, ProtocolSpec] = {}
