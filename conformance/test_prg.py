@@ -111,3 +111,89 @@ def test_ternary_and_cbd_distributions():
     assert _chi_square_p_value(np.bincount(t + 1, minlength=3)) > 1e-4
     c = p.cbd("c", 100_000, 21)
     assert abs(c.mean()) < 0.05 and abs(c.var() - 10.5) < 0.3 and c.min() >= -21 and c.max() <= 21
+
+
+# -- the wide uniform sampler (noise flooding wider than 2^62) -----------------------------------
+def _wide_definition(seed: bytes, label: str, n: int, bound: int, words: int) -> list:
+    """The module docstring's algorithm, in Python integers: candidates from word pairs (low limb
+    first), masked to b = bitlen(2 bound) bits, kept when < 2 bound + 1; offset values."""
+    r = 2 * bound + 1
+    b = (r - 1).bit_length()
+    raw = [int(w) for w in np.frombuffer(_stream(seed, label, 8 * words), dtype="<u8")]
+    cands = [(raw[2 * j] + (raw[2 * j + 1] << 64)) % (1 << b) for j in range(words // 2)]
+    return [x for x in cands if x < r][:n]
+
+
+@given(n=st.integers(0, 120), bound=st.one_of(st.integers(1, 1 << 70), st.integers(1, (1 << 127) - 1),
+                                             st.sampled_from([1, 2, (1 << 63) - 1, 1 << 63, (1 << 64) - 1,
+                                                              1 << 64, (1 << 126) + 1, (1 << 127) - 1])))
+def test_uniform_signed_wide_is_the_specified_rejection_sampler(n, bound):
+    from nimbus.spec.prg import wide_to_ints
+
+    lo, hi = PRG(SEED).uniform_signed_wide("w", n, bound)
+    assert lo.dtype == hi.dtype == np.uint64 and lo.shape == hi.shape == (n,)
+    v = wide_to_ints(lo, hi).tolist()
+    want = _wide_definition(SEED, "w", n, bound, 2 * (4 * n + 64))
+    if len(want) == n:  # acceptance > 1/2: 4n+64 candidates fall short with probability < 2^-64
+        assert v == want
+    assert all(0 <= x <= 2 * bound for x in v)
+
+
+def test_uniform_signed_wide_shapes_residues_and_refusals():
+    from nimbus.spec.prg import wide_residues, wide_to_ints
+
+    bound = 3 * (1 << 74) + 12345
+    lo, hi = PRG(SEED).uniform_signed_wide("s", (3, 5), bound)
+    assert lo.shape == hi.shape == (3, 5)
+    e = wide_to_ints(lo, hi, bound)
+    assert all(-bound <= x <= bound for x in e.reshape(-1))
+    for p in (3, 1152921504606830593, 281474976694273):
+        assert wide_residues(lo, hi, bound, p).tolist() == (e % p).tolist()
+    # same stream, same values; a second draw of the label is refused
+    lo2, hi2 = PRG(SEED).uniform_signed_wide("s", 15, bound)
+    assert lo2.tolist() == lo.reshape(-1).tolist() and hi2.tolist() == hi.reshape(-1).tolist()
+    p = PRG(SEED)
+    p.uniform_signed_wide("once", 2, 5)
+    with pytest.raises(RandomnessReuseError):
+        p.uniform_signed_wide("once", 2, 5)
+    for bad in (0, -1, 1 << 127):
+        with pytest.raises(ParameterError):
+            PRG(SEED).uniform_signed_wide("bad", 2, bad)
+
+
+@pytest.mark.parametrize("bound", [1, 2, 3, 48])
+def test_uniform_signed_wide_small_bound_chi_square(bound):
+    from nimbus.spec.prg import wide_to_ints
+
+    lo, hi = PRG(SEED).uniform_signed_wide(f"wchi{bound}", 100_000, bound)
+    assert not hi.any()
+    counts = np.bincount(lo.astype(np.int64), minlength=2 * bound + 1)
+    assert counts.size == 2 * bound + 1
+    assert _chi_square_p_value(counts) > 1e-4, counts
+    assert wide_to_ints(lo[:5], hi[:5], bound).tolist() == (lo[:5].astype(np.int64) - bound).tolist()
+
+
+def test_uniform_signed_wide_large_bound_is_uniform_on_both_limbs():
+    """bound = 5 * 2^72 (b = 76: 12 bits of the high limb used, acceptance 10/16): the value
+    v // 2^72 falls into its 10 buckets uniformly, and the low limb's top bytes are uniform."""
+    bound = 5 << 72
+    lo, hi = PRG(SEED).uniform_signed_wide("wbig", 100_000, bound)
+    assert int(hi.max()) <= (2 * bound) >> 64
+    buckets = (hi >> np.uint64(8)).astype(np.int64)  # v // 2^72 in 0..9 (10 only for v = 2 bound)
+    counts = np.bincount(np.minimum(buckets, 9), minlength=10)
+    assert counts.size == 10 and _chi_square_p_value(counts) > 1e-4, counts
+    low_bytes = (lo >> np.uint64(56)).astype(np.int64)
+    assert _chi_square_p_value(np.bincount(low_bytes, minlength=256)) > 1e-4
+
+
+def test_uniform_signed_wide_known_answers():
+    """Frozen values (a change of the normative algorithm must show up here)."""
+    from nimbus.spec.prg import wide_to_ints
+
+    F = (1 << 100) + 7
+    lo, hi = PRG(SEED).uniform_signed_wide("kat", 4, F)
+    assert wide_to_ints(lo, hi, F).tolist() == [
+        -400473249011265121939576944933, 724730787779327940143671140448,
+        927846724058641508776477365223, -971909243946846441020742313202]
+    lo, hi = PRG(SEED).uniform_signed_wide("kat", 4, 5)
+    assert wide_to_ints(lo, hi, 5).tolist() == [3, -3, 3, -2]

@@ -43,6 +43,8 @@ def _everything(M, he, seed: str, m, x, shift: int, pkeep: int):
     o["plain"] = M.mul_plain(he, ct, m[::-1].copy())
     o["ms"] = sw = M.mod_switch(he, acc, pkeep)
     o["flood"] = M.flood(he, pk, sw, g, "fl")
+    o["flood_wide"] = M.flood(he, pk, sw, g, "flw", bound=(1 << 62) + (1 << 100) // (len(seed) + 2))
+    o["flood_edge"] = M.flood(he, pk, sw, g, "fle", bound=(1 << 62) - 1)  # the last narrow width
     o["noise"] = M.noise(he, sk, ct, m)
     o["enc"] = e = M.encode(he, m, pkeep)
     o["decode"] = M.decode(he, e)
@@ -173,6 +175,41 @@ def test_tiny_cop_worst_case_noise_within_analysis(impl):
     n_pre, n_ms, n_fl, got, want = _worst_cop(impl.rlwe, he)
     assert n_pre <= pre.total + 1 and n_ms <= mid.total + 1 and n_fl <= rep.total + 1
     assert_same(got, want)
+
+
+#: N = 16 with three 61-bit primes (INSECURE, tests only): room for a wide flood (F = 2^100).
+TINY16_WIDE = H.HEParams("tiny16-wide", 16, H.ntt_primes(61, 16, 3), 16, eta=2, response_level=3,
+                         flood_bound=(1 << 100) + 12345, insecure_test_only=True).validate()
+
+
+def test_wide_flooding_decrypts_within_the_analysis(impl):
+    """A flooding width above 2^62 (PRG.uniform_signed_wide): the result decrypts, the measured
+    noise is within the analysis, the wide range is really used, and the flooding error is
+    exactly the normative draw (lo + 2^64 hi - F, reduced mod each prime)."""
+    from nimbus.reference.rlwe import _negacyclic
+    from nimbus.spec.prg import wide_to_ints
+
+    he, M = TINY16_WIDE, impl.rlwe
+    F, n = he.flood_bound, he.n
+    g = PRG.for_tests("wide-flood")
+    sk = M.keygen(he, g, "k")
+    pk = M.keygen_public(he, sk, g, "pk")
+    m = g.uniform("m", (4, n), he.plain_bits)
+    ct = M.encrypt_public(he, pk, m, g, "e")
+    fl = M.flood(he, pk, ct, g, "fl")
+    assert_same(M.decrypt(he, sk, fl), m)
+    got = M.noise(he, sk, fl, m)
+    assert got <= H.analyze(he, (("fresh_pk",), ("flood",))).total + 1
+    assert got > F // 2  # 64 coefficients uniform on [-F, F]: all below F/2 with probability 2^-64
+    # c0 of a flooded zero ciphertext is p0 u + e2: recompute e2 from the labels
+    z = M.flood(he, pk, np.zeros((1, 2, he.levels, n), np.uint64), PRG.for_tests("wide-exact"), "fl")
+    h = PRG.for_tests("wide-exact")
+    u = h.ternary("fl/u", (1, n))[0].tolist()
+    e2 = wide_to_ints(*h.uniform_signed_wide("fl/e2", (1, n), F), F)[0]
+    assert max(abs(int(x)) for x in e2) > F // 2
+    for i, p in enumerate(he.primes):
+        pu = _negacyclic([int(x) for x in pk[0, i]], u, p)
+        assert [(int(c) - x) % p for c, x in zip(z[0, 0, i], pu)] == [int(x) % p for x in e2]
 
 
 def test_labels_are_never_reused(impl):

@@ -4,6 +4,8 @@ analysis of every protocol set, validate() refusals, and the wire format of ciph
 from __future__ import annotations
 
 import dataclasses
+import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -21,9 +23,9 @@ from nimbus.spec.prg import PRG
 DERIVATIONS = {
     "tiny16-l16": [(30, 16, 3)],
     "tiny32-l12": [(30, 32, 2), (24, 32, 1)],
-    "cop-n8192-l64": [(60, 8192, 2), (37, 8192, 2)],
-    "matmul-n8192-l64": [(60, 8192, 2), (45, 8192, 2)],
-    "cop-n8192-l40": [(49, 8192, 2), (30, 8192, 2)],
+    "cop-n8192-l64": [(48, 8192, 3), (37, 8192, 2)],
+    "matmul-n8192-l64": [(48, 8192, 3), (37, 8192, 2)],
+    "cop-n8192-l40": [(60, 8192, 2), (50, 8192, 1)],
 }
 
 
@@ -74,12 +76,65 @@ def test_no_preset_carries_an_insecure_set():
 
 @pytest.mark.parametrize("name", sorted(DERIVATIONS))
 def test_protocol_sets_are_sound_by_their_analysis(name):
+    """Decryption never fails (worst case below capacity) and the whole query's statistical
+    distance M S / (2F + 1) is <= 2^-stat_bits, S = floor(B + 1/2) the shift bound before flooding."""
     he = H.get_he(name)
     for wname, ops in he.workloads:
         rep = H.analyze(he, ops)
+        pre = H.analyze(he, ops[:-1])
+        assert ops[-1] == ("flood",)
         assert rep.correct and rep.failure_log2 <= -40, (wname, rep.as_dict())
-        assert rep.flooding_ok and rep.flood_bound >= rep.data * 2 ** he.stat_bits
-        assert rep.sd_log2 <= -he.stat_bits, (wname, rep.as_dict())
+        assert rep.shift == math.floor(pre.total + Fraction(1, 2)) and rep.max_flooded == he.max_flooded
+        assert rep.flooding_ok and 2 * rep.flood_bound + 1 >= he.max_flooded * rep.shift * 2 ** he.stat_bits
+        sd_query = Fraction(he.max_flooded * rep.shift, 2 * rep.flood_bound + 1)
+        assert sd_query <= Fraction(1, 2 ** he.stat_bits), (wname, rep.as_dict())
+        assert rep.sd_query_log2 <= -he.stat_bits and rep.sd_log2 <= -he.stat_bits - math.log2(he.max_flooded)
+        assert rep.total == pre.total + 2 * he.n * he.eta + he.flood_bound
+        # F is the smallest sound width: one less breaks the bound
+        assert not H.analyze(he, ops, flood_bound=he.flood_bound - 1).flooding_ok
+
+
+def test_protocol_sets_are_sized_for_a_whole_query():
+    """stat_bits = 40 per query, one M for everything the server decrypts in a BERT-base query
+    (spec/he.py derivation comment); the flooding widths are above 2^62 (wide sampler)."""
+    for he in (H.COP64, H.MATMUL64, H.COP40):
+        assert he.stat_bits == 40 and he.max_flooded == H.BERT_BASE_FLOODED == 1 << 26
+        assert H.WIDE_FLOOD <= he.flood_bound < 1 << 127
+        rep = H.analyze(he, he.workloads[0][1])
+        assert -40.01 < rep.sd_query_log2 <= -40 and rep.sd_log2 <= -66 and rep.margin_bits > 1.5
+    assert PRESETS["bert-base"].he is H.COP64
+    # COP64's width also floods the attention products soundly (it may carry them itself)
+    rep = H.analyze(H.COP64, H.matmul_workload(8192, 8192, 2, 64, 3, fresh="sk"))
+    assert rep.correct and rep.flooding_ok and rep.shift <= H.analyze(H.COP64, H.COP64.workloads[0][1]).shift
+
+
+def _bert_base_flooded_ciphertexts(S, tokens: int) -> tuple[int, int]:
+    """(COP, attention) response ciphertexts the server decrypts in one BERT-base query."""
+    cop = 0
+    for s in S.bert_shapes():
+        lay = (S.embed_layout(H.COP64, tokens, s.d_out) if s.name == "embed"
+               else S.cop_layout(H.COP64, tokens, s.d_in, s.d_out))
+        cop += lay.count
+    att = 0
+    if hasattr(S, "matmul_plan"):
+        for m, d, p in ((tokens, 64, tokens), (tokens, tokens, 64)):  # Q K^T, P V per head
+            p1, p2 = S.matmul_plan(H.MATMUL64, m, d, p), S.matmul_plan(H.MATMUL64, p, d, m)
+            att += 12 * 12 * (p1.nr * p1.nc + p2.nr * p2.nc)  # both cross terms, 12 heads, 12 layers
+    return cop, att
+
+
+def test_flooded_count_covers_a_bert_base_query():
+    """M = 2^26 >= every response coefficient the server decrypts in a BERT-base query at 128
+    tokens (embedding lookup + 12 layers of COP + attention products), with the protocol's own
+    layouts (nimbus.spec.linear)."""
+    S = pytest.importorskip("nimbus.spec.linear")
+    if not all(hasattr(S, f) for f in ("bert_shapes", "cop_layout", "embed_layout")):
+        pytest.skip("linear-layer layouts not available")
+    cop, att = _bert_base_flooded_ciphertexts(S, 128)
+    assert cop == 1308
+    assert (cop + att) * H.COP64.n <= H.BERT_BASE_FLOODED, (cop, att)
+    for tokens in (1, 37, 100):  # shorter queries flood fewer coefficients
+        assert sum(_bert_base_flooded_ciphertexts(S, tokens)) * H.COP64.n <= H.BERT_BASE_FLOODED
 
 
 def test_security_bound_refusals():
@@ -113,9 +168,16 @@ def test_consistency_refusals():
     with pytest.raises(ParameterError, match="decryption may fail"):
         dataclasses.replace(base, response_level=1,
                             workloads=(("cop", H.cop_workload(3072, 16, 64, 1)),)).validate()
-    with pytest.raises(ParameterError, match="flooding width 2.62.0 < 2.40 x data noise 2.83"):  # no switch
-        dataclasses.replace(base, flood_bound=(1 << 62) - 1,
-                            workloads=(("cop", H.cop_workload(3072, 16, 64, 4)),)).validate()
+    with pytest.raises(ParameterError, match=r"flooding width 2.62.0 < 2.40 x M 2.26.0 x shift 2.83.0 / 2"):
+        dataclasses.replace(base, flood_bound=(1 << 62) - 1,  # no switch
+                            workloads=(("cop", H.cop_workload(3072, 16, 64, 5)),)).validate()
+    with pytest.raises(ParameterError, match="flood bound"):
+        dataclasses.replace(base, flood_bound=1 << 127).validate()
+    with pytest.raises(ParameterError, match="max_flooded"):
+        dataclasses.replace(base, max_flooded=0).validate()
+    with pytest.raises(ParameterError, match="flooding width"):  # per-coefficient F, per-query M
+        dataclasses.replace(base, flood_bound=H.analyze(dataclasses.replace(base, max_flooded=1),
+                                                        base.workloads[0][1]).required_flood).validate()
 
 
 def test_analysis_arithmetic():
@@ -125,8 +187,15 @@ def test_analysis_arithmetic():
     assert rep.data == 16 * 3072 * 2 ** 63 * H.Fraction(43, 2)
     rep = H.analyze(he, he.workloads[0][1])
     assert he.n / 2 < rep.data < he.n  # what is left after switching is the rounding noise
-    assert rep.required_flood == he.flood_bound
-    assert 2 < rep.margin_bits < 4
+    assert rep.required_flood == he.flood_bound == (rep.shift * he.max_flooded << 40) // 2
+    assert 1.5 < rep.margin_bits < 2.5
+    # per coefficient (M = 1): F is 2^26 times narrower
+    one = H.analyze(dataclasses.replace(he, max_flooded=1), he.workloads[0][1])
+    assert one.required_flood == (rep.shift << 40) // 2 and one.shift == rep.shift
+    assert H.matmul_workload(8192, 8192, 2, 64, 3)[0] == ("fresh_pk",)
+    assert H.matmul_workload(8192, 8192, 2, 64, 3, fresh="sk")[0] == ("fresh_sk",)
+    with pytest.raises(ParameterError):
+        H.matmul_workload(8192, 8192, 2, 64, 3, fresh="x")
     with pytest.raises(ParameterError):
         H.analyze(he, (("bogus",),))
 

@@ -61,6 +61,8 @@ def test_cop_worst_case_measured_noise_within_budget(he):
     assert got[0] <= pre.total + 1, (got, pre.as_dict())
     assert got[1] <= mid.total + 1, (got, mid.as_dict())
     assert got[2] <= end.total + 1 and got[2] < end.capacity, (got, end.as_dict())
+    assert got[2] > he.flood_bound // 2  # the wide flood is really there (8192 uniform draws)
+    assert end.sd_query_log2 <= -40 and he.flood_bound >= H.WIDE_FLOOD
     assert_same(M.decrypt(he, sk, fl), want)
 
 
@@ -69,7 +71,9 @@ def test_matmul64_worst_case_measured_noise_within_budget():
     l, n = he.plain_bits, he.n
     g, sk, pk = _keys(M, he, "matmul64-worst")
     m = g.uniform("m", (2, n), l)
-    ct = M.encrypt_public(he, pk, m, g, "e")
+    assert he.workloads[0][1][0] == ("fresh_sk",)  # the key owner encrypts its own share
+    sd = g.child_seed("s")
+    ct = M.expand_seeded(he, sd, M.encrypt_symmetric(he, sk, m, sd, g, "e"))
     poly = np.full((2, n), 1 << (l - 1), np.uint64)  # every coefficient lifts to -2^63
     prod = M.mul_plain(he, ct, poly)
     acc = M.add(he, prod[:1], prod[1:])
@@ -87,7 +91,8 @@ def test_matmul64_worst_case_measured_noise_within_budget():
     assert M.noise(he, sk, acc, want) <= H.analyze(he, ops[:3]).total + 1
     assert M.noise(he, sk, sw, want) <= H.analyze(he, ops[:4]).total + 1
     end = H.analyze(he, ops)
-    assert M.noise(he, sk, fl, want) <= end.total + 1
+    assert M.noise(he, sk, fl, want) <= end.total + 1 and end.total < end.capacity
+    assert he.flood_bound >= H.WIDE_FLOOD  # the wide sampler at full size
     assert_same(M.decrypt(he, sk, fl), want)
 
 

@@ -1,5 +1,6 @@
 """Private numba kernels of the optimized RLWE layer: NTT/INTT, Shoup and Montgomery products,
-the scalar multiply-accumulate, monomial shifts, modulus switching, encoding, decoding, packing.
+the scalar multiply-accumulate, monomial shifts, modulus switching, encoding, decoding, packing,
+the reduction of wide flooding draws (offset form, ``PRG.uniform_signed_wide``) to residues.
 
 All kernels are ``@njit(cache=True)`` at module level and take ``numpy.uint64`` arrays. Every
 product is reduced explicitly; the only reliance on wrap-around is the documented arithmetic mod
@@ -222,6 +223,27 @@ def signed_to_rns(v, primes, out):
             for j in range(n):
                 x = v[b, j] % ip  # Python semantics: result in [0, p)
                 out[b, i, j] = np.uint64(x)
+
+
+@njit(cache=True)
+def wide_to_rns(lo, hi, primes, t64, t64p, fmod, out):
+    """out[b, i, j] = (hi[b, j] 2^64 + lo[b, j] - F) mod p_i: a wide flooding draw in offset form
+    (``PRG.uniform_signed_wide``) to residues. ``t64[i]`` = 2^64 mod p_i (Shoup ``t64p[i]``),
+    ``fmod[i]`` = F mod p_i; p_i < 2^62."""
+    B, n = lo.shape
+    L = primes.shape[0]
+    for b in range(B):
+        for i in range(L):
+            p = primes[i]
+            for j in range(n):
+                h = mul_shoup(t64[i], t64p[i], hi[b, j], p)  # [0, 2p)
+                s = h + lo[b, j] % p  # [0, 3p)
+                if s >= p + p:
+                    s -= p + p
+                if s >= p:
+                    s -= p
+                s = s + p - fmod[i]
+                out[b, i, j] = s - p if s >= p else s
 
 
 # -- scalar multiply-accumulate (the COP inner loop) -------------------------------------------

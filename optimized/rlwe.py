@@ -3,8 +3,9 @@
 Twin of :mod:`nimbus.reference.rlwe`: same names, signatures, results (bit for bit) and errors.
 Kernels live in :mod:`nimbus.optimized._ntt` (NTT/INTT with Harvey's lazy butterflies and Shoup
 twiddles, Montgomery pointwise products, the tiled scalar multiply-accumulate, monomial shifts,
-prime dropping, exact multiword decoding, bit-packing). Each public function validates its
-input, converts at the boundary (coefficient form, residues in [0, p)) and names its twin.
+prime dropping, exact multiword decoding, bit-packing, wide flooding residues). Each public
+function validates its input, converts at the boundary (coefficient form, residues in [0, p))
+and names its twin.
 Threads: ``NUMBA_NUM_THREADS``; outputs never depend on it.
 References: [BFV12] Fan-Vercauteren 2012; [HARVEY14] Harvey, J. Symb. Comp. 2014;
 [CHEETAH22] Huang et al., USENIX Security 2022; [BUMBLEBEE25] Lu et al., NDSS 2025; [NIMBUS24].
@@ -82,6 +83,19 @@ def _signed(he, v, level):
     v = np.ascontiguousarray(v, dtype=np.int64).reshape(-1, he.n)
     out = np.empty((v.shape[0], level, he.n), np.uint64)
     K.signed_to_rns(v, np.array(he.primes[:level], np.uint64), out)
+    return out
+
+
+def _wide(he, lo, hi, bound, level):
+    """Offset-form wide draws (lo, hi) (B, N) -> residues of lo + 2^64 hi - bound, (B, L', N)."""
+    lo = np.ascontiguousarray(lo, dtype=np.uint64).reshape(-1, he.n)
+    hi = np.ascontiguousarray(hi, dtype=np.uint64).reshape(-1, he.n)
+    primes = he.primes[:level]
+    t64 = [(1 << 64) % p for p in primes]
+    out = np.empty((lo.shape[0], level, he.n), np.uint64)
+    K.wide_to_rns(lo, hi, np.array(primes, np.uint64), np.array(t64, np.uint64),
+                  np.array([(t << 64) // p for t, p in zip(t64, primes)], np.uint64),
+                  np.array([int(bound) % p for p in primes], np.uint64), out)
     return out
 
 
@@ -218,8 +232,13 @@ def _pk_encrypt(he, pk, dm, prg, label, flood_bound):
     batch = dm.shape[:-2]
     u = prg.ternary(label + "/u", batch + (he.n,))
     e1 = H.draw_error(he, prg, label + "/e1", batch)
-    e2 = (H.draw_error(he, prg, label + "/e2", batch) if flood_bound is None
-          else H.draw_flood(he, prg, label + "/e2", batch, flood_bound))
+    if flood_bound is None:
+        e2 = _signed(he, H.draw_error(he, prg, label + "/e2", batch), level)
+    elif flood_bound < H.WIDE_FLOOD:
+        e2 = _signed(he, H.draw_flood(he, prg, label + "/e2", batch, flood_bound), level)
+    else:
+        e2 = _wide(he, *H.draw_flood_wide(he, prg, label + "/e2", batch, flood_bound), flood_bound, level)
+    e1 = _signed(he, e1, level)
     U = _signed(he, u, level)
     B = U.shape[0]
     Un = _ntt(he, U)
@@ -230,7 +249,7 @@ def _pk_encrypt(he, pk, dm, prg, label, flood_bound):
         x = Un.copy()
         t = _t(he, level)
         K.pointwise_mont(x, np.broadcast_to(pkm, x.shape).copy(), t["primes"], t["pinv"], x)
-        r = _addm(he, _intt(he, x), _signed(he, err, level))
+        r = _addm(he, _intt(he, x), err)
         out[:, k] = _addm(he, r, add) if add is not None else r
     return out.reshape(batch + (2, level, he.n))
 

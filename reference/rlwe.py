@@ -17,6 +17,7 @@ import numpy as np
 from nimbus.spec import he as H
 from nimbus.spec.errors import ShapeError
 from nimbus.spec.messages import pack_bits as _spec_pack, unpack_bits as _spec_unpack
+from nimbus.spec.prg import wide_to_ints
 
 __all__ = [
     "keygen", "keygen_public", "encode", "decode", "encrypt_symmetric", "expand_seeded",
@@ -182,8 +183,13 @@ def _pk_encrypt(he, pk, dm, prg, label, flood_bound):
     batch = dm.shape[:-2]
     u = prg.ternary(label + "/u", batch + (he.n,)).reshape(-1, he.n)
     e1 = H.draw_error(he, prg, label + "/e1", batch).reshape(-1, he.n)
-    e2 = (H.draw_error(he, prg, label + "/e2", batch) if flood_bound is None
-          else H.draw_flood(he, prg, label + "/e2", batch, flood_bound)).reshape(-1, he.n)
+    if flood_bound is None:
+        e2 = H.draw_error(he, prg, label + "/e2", batch)
+    elif flood_bound < H.WIDE_FLOOD:
+        e2 = H.draw_flood(he, prg, label + "/e2", batch, flood_bound)
+    else:  # offset form (lo, hi) -> Python ints lo + 2^64 hi - F
+        e2 = wide_to_ints(*H.draw_flood_wide(he, prg, label + "/e2", batch, flood_bound), flood_bound)
+    e2 = e2.reshape(-1, he.n)
     flat = dm.reshape(-1, level, he.n)
     out = np.empty((flat.shape[0], 2, level, he.n), dtype=np.uint64)
     for t in range(flat.shape[0]):
@@ -371,11 +377,14 @@ def mod_switch(he: H.HEParams, ct, level: int) -> np.ndarray:
 
 
 def flood(he: H.HEParams, pk, ct, prg, label: str, bound: int | None = None) -> np.ndarray:
-    """ct + Enc_pk(0) with e2 uniform on [-F, F] (F = he.flood_bound by default).
+    """ct + Enc_pk(0) with e2 uniform on [-F, F] (F = he.flood_bound by default; drawn with
+    ``PRG.uniform_signed`` for F < 2^62, ``PRG.uniform_signed_wide`` above: see ``spec.he``).
 
     Runs on: the client before masking and sending. Pre-conditions: pk (2, L, N) at top level
-    (restricted to the ciphertext's level). Noise: + 2 N eta + F; hides data noise up to
-    F / 2^stat_bits. Reference: [BFV12]; flooding as in Gentry's thesis, sized in docs/rlwe.md.
+    (restricted to the ciphertext's level). Noise: + 2 N eta + F; the key owner's view of a
+    query's M flooded coefficients with shifts <= S is within M S / (2F + 1) <= 2^-stat_bits of
+    a simulation (``spec.he.analyze``). Reference: [BFV12]; flooding as in Gentry's thesis, sized
+    in docs/rlwe.md.
     """
     level = _level(he, ct)
     F = he.flood_bound if bound is None else int(bound)

@@ -28,8 +28,10 @@ Normative definitions (both implementations agree bit for bit):
   Plaintext polynomial product: the centred lift of every coefficient, negacyclic product.
 * Modulus switching drops primes one at a time, the last first:
   ``c' = round(c / p_last)`` computed exactly on the integer c in [0, Q') (p odd: no ties).
-* Flooding: add a public-key encryption of 0 at the ciphertext's level whose ``e2`` is
-  ``uniform_signed(F)``: uniform on [-F, F].
+* Flooding: add a public-key encryption of 0 at the ciphertext's level whose ``e2`` is uniform
+  on [-F, F], drawn as ``prg.uniform_signed(label/e2, F)`` when ``F < 2^62`` and as
+  ``prg.uniform_signed_wide(label/e2, F)`` otherwise (offset form ``(lo, hi)``, ``e2 mod p_i =
+  (hi 2^64 + lo - F) mod p_i``); ``u``, ``e1`` as in public-key encryption.
 
 Security: log2 Q <= the bound of the Homomorphic Encryption Security Standard (Albrecht et al.,
 homomorphicencryption.org, November 2018, Table 1, classical 128-bit, ternary secret, error
@@ -38,9 +40,19 @@ Our error is CBD(eta = 21), sigma = sqrt(10.5) = 3.24 >= 3.2, bounded by 21.
 
 Noise analysis: :func:`analyze` follows a *workload* (a tuple of operations) with worst-case bounds.
 Every distribution used is bounded (ternary, CBD, uniform), so a worst-case bound that is below
-Q'/2^(l+1) makes the decryption failure probability exactly 0 (<= 2^-40 as required). Flooding
-width F >= 2^stat_bits * B_data, where B_data bounds the data-dependent noise per coefficient;
-the statistical distance per coefficient is then <= B_data / (2F + 1) < 2^-stat_bits.
+Q'/2^(l+1) makes the decryption failure probability exactly 0 (<= 2^-40 as required).
+
+Flooding is sized for the *whole query* (docs/rlwe.md): a set declares ``stat_bits`` = 40 and
+``max_flooded`` = M, the most flooded coefficients its key owner decrypts in one query under
+this set and every other set sharing the budget. Before flooding the phase is
+``Q' m / 2^l + E`` with ``|E| <= B`` (the analysed bound); a simulator that knows only m outputs
+``round(Q' m / 2^l)`` plus the same fresh flooding encryption, so the two integer phases differ
+by a shift D with ``|D| <= S = floor(B + 1/2)``, and e2 uniform on [-F, F] makes them
+``|D| / (2F + 1)`` apart. ``F = ceil((2^stat_bits M S - 1) / 2)`` makes that ``<= 2^-stat_bits / M``
+per coefficient; every coefficient has its own e2, so a hybrid over the at most M coefficients
+of a query (data noise chosen adaptively or not) puts the key owner's view of the whole query
+within ``2^-stat_bits`` of the simulation. The claim is per query: q queries are within
+``q 2^-stat_bits``.
 """
 
 from __future__ import annotations
@@ -54,7 +66,7 @@ import numpy as np
 
 from .errors import DecodeError, ParameterError, ShapeError
 from .messages import FixedBytes, Message, RingField, packed_size
-from .prg import PRG, SEED_BYTES
+from .prg import PRG, SEED_BYTES, WIDE_BOUND_LIMIT
 
 __all__ = [
     "HEParams", "SecretKey", "SECURITY_BOUND_128", "HE_PARAMS", "register_he", "get_he",
@@ -62,10 +74,14 @@ __all__ = [
     "matmul_workload", "RnsField", "SeededCiphertexts", "Ciphertexts", "PublicKeyMsg",
     "expand_a", "modulus", "ciphertext_bytes", "seeded_bytes", "TINY16", "TINY32", "COP64",
     "MATMUL64", "COP40", "A_LABEL", "draw_secret", "draw_error", "draw_uniform", "draw_flood",
+    "draw_flood_wide", "WIDE_FLOOD", "BERT_BASE_FLOODED",
 ]
 
 #: [HES18] Table 1: max log2(Q) for 128-bit classical security, uniform ternary secret.
 SECURITY_BOUND_128 = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
+
+#: Flooding widths F >= WIDE_FLOOD are drawn with ``PRG.uniform_signed_wide`` (F < 2^127).
+WIDE_FLOOD = 1 << 62
 
 #: Label of the seeded uniform part: ``A_LABEL.format(t=ciphertext index, i=prime index)``.
 A_LABEL = "he.a/{t}/{i}"
@@ -124,8 +140,14 @@ class HEParams:
         plain_bits: l, plaintext modulus 2^l (must equal the ring the protocol runs in).
         eta: error distribution CBD(eta) (|e| <= eta, variance eta/2).
         response_level: number of primes kept in protocol responses (after modulus switching).
-        flood_bound: F; flooding error uniform on [-F, F] (0: the set does no flooding).
-        stat_bits: statistical security parameter of flooding (40).
+        flood_bound: F; flooding error uniform on [-F, F] (0: the set does no flooding; F < 2^127,
+            drawn with the wide sampler when F >= 2^62).
+        stat_bits: statistical budget of flooding: the key owner's view of one query is within
+            2^-stat_bits of a simulation (40).
+        max_flooded: M, the most flooded coefficients the key owner decrypts per query, under
+            this set and every set sharing the query budget (every coefficient of every flooded
+            ciphertext counts, used or not); each is then within 2^-stat_bits / M. The default 1
+            makes the budget per coefficient (test sets only).
         workloads: ``((name, ops), ...)``: the worst-case operation sequences the set is sized
             for (see :func:`analyze`); validate() runs each.
         insecure_test_only: exempt from the security bound (tiny sets for tests; never attached
@@ -140,6 +162,7 @@ class HEParams:
     response_level: int = 0
     flood_bound: int = 0
     stat_bits: int = 40
+    max_flooded: int = 1
     workloads: tuple = field(default=())
     insecure_test_only: bool = False
 
@@ -161,7 +184,8 @@ class HEParams:
     def describe(self) -> dict:
         return {"name": self.name, "n": self.n, "primes": list(self.primes), "l": self.plain_bits,
                 "log_q": round(self.log_q(), 2), "response_level": self.response_level,
-                "flood_bound_log2": round(math.log2(self.flood_bound), 2) if self.flood_bound else None}
+                "flood_bound_log2": round(math.log2(self.flood_bound), 2) if self.flood_bound else None,
+                "stat_bits": self.stat_bits, "max_flooded": self.max_flooded}
 
     # -- validation ----------------------------------------------------------------------------
     def validate(self) -> "HEParams":
@@ -186,8 +210,12 @@ class HEParams:
             raise ParameterError(f"HE set {self.name!r}: eta must be in [1, 32]")
         if not 0 <= self.response_level <= self.levels:
             raise ParameterError(f"HE set {self.name!r}: response level {self.response_level} not in [0, {self.levels}]")
-        if not 0 <= self.flood_bound < 1 << 62:
-            raise ParameterError(f"HE set {self.name!r}: flood bound must be in [0, 2^62)")
+        if not isinstance(self.flood_bound, int) or not 0 <= self.flood_bound < WIDE_BOUND_LIMIT:
+            raise ParameterError(f"HE set {self.name!r}: flood bound must be an int in [0, 2^127)")
+        if not isinstance(self.max_flooded, int) or self.max_flooded < 1:
+            raise ParameterError(f"HE set {self.name!r}: max_flooded (M) must be an int >= 1")
+        if not isinstance(self.stat_bits, int) or not 1 <= self.stat_bits <= 128:
+            raise ParameterError(f"HE set {self.name!r}: stat_bits must be in [1, 128]")
         logq = self.log_q()
         if not self.insecure_test_only:
             bound = SECURITY_BOUND_128.get(n)
@@ -204,7 +232,7 @@ class HEParams:
             if not rep.flooding_ok:
                 raise ParameterError(
                     f"HE set {self.name!r}, workload {wname!r}: flooding width 2^{math.log2(max(self.flood_bound, 1)):.1f} "
-                    f"< 2^{self.stat_bits} x data noise 2^{rep.data_log2:.1f}")
+                    f"< 2^{self.stat_bits} x M 2^{math.log2(self.max_flooded):.1f} x shift 2^{rep.shift_log2:.1f} / 2")
             if not rep.correct:
                 raise ParameterError(
                     f"HE set {self.name!r}, workload {wname!r}: noise 2^{rep.total_log2:.1f} >= Q'/2^(l+1) = "
@@ -246,8 +274,10 @@ class NoiseReport:
 
     ``data``: data-dependent noise before flooding; ``total``: bound at decryption;
     ``capacity``: Q'/2^(l+1); ``failure_log2``: log2 of the decryption-failure probability
-    (``-inf``: impossible, the bound is a worst case); ``sd_log2``: log2 of the statistical
-    distance per coefficient bought by flooding.
+    (``-inf``: impossible, the bound is a worst case); ``shift``: S = floor(B + 1/2), the largest
+    integer shift between the real and the simulated phase before flooding (B: the bound before
+    flooding); ``sd_log2``: log2 of the statistical distance per flooded coefficient,
+    S / (2F + 1); ``sd_query_log2``: per query, M S / (2F + 1) (M = ``max_flooded``).
     """
 
     level: int
@@ -258,6 +288,8 @@ class NoiseReport:
     required_flood: int
     flooded: bool
     stat_bits: int
+    shift: int = 0
+    max_flooded: int = 1
 
     @property
     def data_log2(self) -> float:
@@ -288,17 +320,31 @@ class NoiseReport:
         return (not self.flooded) or self.flood_bound >= self.required_flood
 
     @property
+    def shift_log2(self) -> float:
+        return math.log2(self.shift) if self.shift > 0 else float("-inf")
+
+    @property
     def sd_log2(self) -> float:
-        if not self.flooded or self.data == 0:
+        """log2 of the statistical distance per flooded coefficient (S / (2F + 1))."""
+        if not self.flooded or self.shift == 0:
             return float("-inf")
-        return math.log2(self.data / (2 * self.flood_bound + 1))
+        return math.log2(Fraction(self.shift, 2 * self.flood_bound + 1))
+
+    @property
+    def sd_query_log2(self) -> float:
+        """log2 of the statistical distance of a whole query (M S / (2F + 1))."""
+        if not self.flooded or self.shift == 0:
+            return float("-inf")
+        return math.log2(Fraction(self.max_flooded * self.shift, 2 * self.flood_bound + 1))
 
     def as_dict(self) -> dict:
         return {"level": self.level, "data_log2": round(self.data_log2, 2), "total_log2": round(self.total_log2, 2),
                 "capacity_log2": round(self.capacity_log2, 2), "margin_bits": round(self.margin_bits, 2),
                 "flood_log2": round(math.log2(self.flood_bound), 2) if self.flood_bound else None,
                 "required_flood_log2": round(math.log2(self.required_flood), 2) if self.required_flood else None,
-                "sd_log2": round(self.sd_log2, 2), "failure_log2": self.failure_log2}
+                "shift_log2": round(self.shift_log2, 2), "max_flooded_log2": round(math.log2(self.max_flooded), 2),
+                "sd_log2": round(self.sd_log2, 2), "sd_query_log2": round(self.sd_query_log2, 2),
+                "failure_log2": self.failure_log2}
 
 
 def analyze(he: HEParams, ops, flood_bound: int | None = None) -> NoiseReport:
@@ -314,7 +360,9 @@ def analyze(he: HEParams, ops, flood_bound: int | None = None) -> NoiseReport:
     * ``("mod_switch", level)``: drop primes down to ``level``; per dropped p the noise becomes
       E/p + (1 + N)/2 (rounding of c0 and of c1 s, ||s||_1 <= N), the rounding part data-dependent;
     * ``("flood",)``: add a public-key encryption of 0 with e2 uniform on [-F, F]: + 2 N eta + F;
-      requires F >= 2^stat_bits * (data-dependent bound).
+      requires ``2F + 1 >= 2^stat_bits M S`` with S = floor(B + 1/2), B the bound before flooding
+      (the whole query's M coefficients are then within 2^-stat_bits; module docstring), i.e.
+      ``F >= required_flood = floor(2^stat_bits M S / 2)``.
 
     Runs on: either party (public computation). Returns: :class:`NoiseReport`.
     Reference: [BFV12, §4], [CHEETAH22, §2.4 and App. A], [BUMBLEBEE25, §3].
@@ -322,7 +370,7 @@ def analyze(he: HEParams, ops, flood_bound: int | None = None) -> NoiseReport:
     F = he.flood_bound if flood_bound is None else int(flood_bound)
     n, eta, level = he.n, he.eta, he.levels
     data, indep = Fraction(0), Fraction(0)
-    flooded, req = False, 0
+    flooded, req, shift = False, 0, 0
     half = Fraction(1, 2)
     for op in ops:
         kind = op[0]
@@ -349,12 +397,14 @@ def analyze(he: HEParams, ops, flood_bound: int | None = None) -> NoiseReport:
             level = target
         elif kind == "flood":
             flooded = True
-            req = 1 << 62 if data == 0 else math.ceil(data * (1 << he.stat_bits))
+            shift = math.floor(data + indep + half)
+            req = (shift * he.max_flooded << he.stat_bits) // 2  # = ceil((2^stat M S - 1) / 2)
             indep += 2 * n * eta + F
         else:
             raise ParameterError(f"unknown noise-analysis operation {op!r}")
     cap = Fraction(he.q(level), 1 << (he.plain_bits + 1))
-    return NoiseReport(level, data, data + indep, cap, F, req if flooded else 0, flooded, he.stat_bits)
+    return NoiseReport(level, data, data + indep, cap, F, req if flooded else 0, flooded, he.stat_bits,
+                       shift, he.max_flooded)
 
 
 def cop_workload(k: int, pack: int, scalar_bits: int, response_level: int) -> tuple:
@@ -365,11 +415,16 @@ def cop_workload(k: int, pack: int, scalar_bits: int, response_level: int) -> tu
             ("mod_switch", response_level), ("flood",))
 
 
-def matmul_workload(n: int, terms: int, products: int, bits: int, response_level: int) -> tuple:
+def matmul_workload(n: int, terms: int, products: int, bits: int, response_level: int, *,
+                    fresh: str = "pk") -> tuple:
     """A cross term of a product of two shared matrices (BumbleBee-style [BUMBLEBEE25, §4]):
-    the other party's fresh public-key ciphertext times my share as a plaintext polynomial with
-    ``terms`` non-zero coefficients, ``products`` such products summed, modulus switch, flooding."""
-    return (("fresh_pk",), ("plain_mul", bits, terms), ("add", products),
+    the other party's fresh ciphertext (``fresh="pk"``: public-key, ``"sk"``: the key owner's
+    symmetric encryption of its own share, as in Cheetah/BumbleBee) times my share as a plaintext
+    polynomial with ``terms`` non-zero coefficients, ``products`` such products summed, modulus
+    switch, flooding."""
+    if fresh not in ("pk", "sk"):
+        raise ParameterError(f"fresh must be 'pk' or 'sk', got {fresh!r}")
+    return ((f"fresh_{fresh}",), ("plain_mul", bits, terms), ("add", products),
             ("mod_switch", response_level), ("flood",))
 
 
@@ -393,7 +448,8 @@ def get_he(name: str) -> HEParams:
 
 
 def _sized(name, n, primes, l, response_level, workloads, **kw) -> HEParams:
-    """Build a set whose flooding width is the smallest the workloads allow (2^stat x data)."""
+    """Build a set whose flooding width is the smallest the workloads allow
+    (``floor(2^stat_bits M S / 2)``, see :func:`analyze`)."""
     proto = HEParams(name, n, tuple(primes), l, response_level=response_level, workloads=(), **kw)
     need = max([analyze(proto, ops).required_flood for _, ops in workloads] + [0])
     return HEParams(name, n, tuple(primes), l, response_level=response_level, flood_bound=need,
@@ -409,30 +465,49 @@ TINY32 = register_he(HEParams(
     "tiny32-l12", 32, (1073741441, 1073740609, 16777153), 12, eta=3, response_level=2, flood_bound=1 << 20,
     insecure_test_only=True))
 
+# Flooded coefficients per query (M), BERT-base, 128 tokens, N = 8192: ONE budget for everything
+# the server decrypts in a query, under every set it uses (COP and attention products), so that
+# each flooded coefficient is within 2^-40 / M and the whole query within 2^-40. Every coefficient
+# of every response ciphertext counts (the key owner decrypts all N, used or not).
+#   COP (nimbus.spec.linear.cop_layout): 12 layers x (36 qkv + 12 o + 48 h1 + 12 h2) + 12 for the
+#     embedding lookup = 1,308 response ciphertexts;
+#   attention products (nimbus.spec.linear.matmul_plan, both cross terms, the server decrypts):
+#     12 layers x 12 heads x (8 + 8 for Q K^T, 8 + 8 for P V) = 4,608 response ciphertexts;
+#   in all 5,916 ciphertexts = 48,463,872 = 2^25.53 coefficients. M = 2^26 (8,192 ciphertexts):
+#   38% headroom (pooler and classifier heads, other layouts); recounted in
+#   conformance/test_rlwe_params.py with the protocol's own layouts.
+BERT_BASE_FLOODED = 1 << 26
+
 # COP, l = 64 (the paper's linear ring), BERT-base worst case: k = 3072 terms (Linear_h2), up to
-# 16 packed results per ciphertext (d_out >= 512 at N = 8192). Response modulus: the two 60-bit
-# primes (Q' ~ 2^120); the two 37-bit primes are dropped before flooding (they absorb the
-# 2^83 data noise of the MAC; what is left is the (N+1)/2 rounding noise, flooded with 2^52).
-# derivation: ntt_primes(60, 8192, 2) + ntt_primes(37, 8192, 2)
+# 16 packed results per ciphertext (d_out >= 512 at N = 8192). Response modulus: the three
+# 48-bit primes (Q' ~ 2^144); the two 37-bit primes are dropped before flooding (they absorb the
+# 2^83 data noise of the MAC; what is left is mostly the (N+1)/2 rounding noise, S = 2^12.17),
+# flooded with F = 2^40 M S / 2 = 2^77.17 (wide sampler): 2^-40 per query; log Q = 218.
+# derivation: ntt_primes(48, 8192, 3) + ntt_primes(37, 8192, 2)
 COP64 = register_he(_sized(
     "cop-n8192-l64", 8192,
-    (1152921504606830593, 1152921504606748673, 137438822401, 137438773249), 64, 2,
-    (("cop-bert-base", cop_workload(3072, 16, 64, 2)),)))
+    (281474976694273, 281474976546817, 281474976317441, 137438822401, 137438773249), 64, 3,
+    (("cop-bert-base", cop_workload(3072, 16, 64, 3)),), max_flooded=BERT_BASE_FLOODED))
 
-# Products of two shared matrices (Q K^T, P V), l = 64: a fresh public-key ciphertext times a
-# share polynomial with up to N non-zero 64-bit coefficients, 2 products summed.
-# derivation: ntt_primes(60, 8192, 2) + ntt_primes(45, 8192, 2)
+# Products of two shared matrices (Q K^T, P V), l = 64: the key owner's fresh *symmetric*
+# ciphertext of its share (a public-key one adds 2^14 to the noise and cannot meet the per-query
+# bound at N = 8192) times the other share as a plaintext polynomial with up to N non-zero
+# 64-bit coefficients, 2 products summed; same primes as COP64 (the response modulus is set by
+# F, not by the workload), F = 2^77.06; same query budget M.
+# derivation: ntt_primes(48, 8192, 3) + ntt_primes(37, 8192, 2)
 MATMUL64 = register_he(_sized(
     "matmul-n8192-l64", 8192,
-    (1152921504606830593, 1152921504606748673, 35184371613697, 35184371417089), 64, 2,
-    (("matmul-bert-base", matmul_workload(8192, 8192, 2, 64, 2)),)))
+    (281474976694273, 281474976546817, 281474976317441, 137438822401, 137438773249), 64, 3,
+    (("matmul-bert-base", matmul_workload(8192, 8192, 2, 64, 3, fresh="sk")),),
+    max_flooded=BERT_BASE_FLOODED))
 
-# Trade-off (docs/rlwe.md): the linear layers in Z_2^40 instead of Z_2^64.
-# derivation: ntt_primes(49, 8192, 2) + ntt_primes(30, 8192, 2)
+# Trade-off (docs/rlwe.md): the linear layers in Z_2^40 instead of Z_2^64: response modulus two
+# 60-bit primes (Q' ~ 2^120), one 50-bit prime dropped; log Q = 170.
+# derivation: ntt_primes(60, 8192, 2) + ntt_primes(50, 8192, 1)
 COP40 = register_he(_sized(
     "cop-n8192-l40", 8192,
-    (562949952847873, 562949952798721, 1073692673, 1073643521), 40, 2,
-    (("cop-bert-base", cop_workload(3072, 16, 40, 2)),)))
+    (1152921504606830593, 1152921504606748673, 1125899906826241), 40, 2,
+    (("cop-bert-base", cop_workload(3072, 16, 40, 2)),), max_flooded=BERT_BASE_FLOODED))
 
 
 # -- seeded uniform part ----------------------------------------------------------------------
@@ -469,8 +544,20 @@ def draw_uniform(he: HEParams, prg: PRG, label: str, level: int) -> np.ndarray:
 
 
 def draw_flood(he: HEParams, prg: PRG, label: str, batch: tuple, bound: int) -> np.ndarray:
-    """Flooding errors uniform on [-bound, bound], int64 of shape ``batch + (N,)``."""
+    """Flooding errors uniform on [-bound, bound] for bound < 2^62 (:data:`WIDE_FLOOD`), int64 of
+    shape ``batch + (N,)``: ``prg.uniform_signed(label, ..., bound)``."""
+    if int(bound) >= WIDE_FLOOD:
+        raise ParameterError(f"flooding width {bound} >= 2^62: use draw_flood_wide")
     return prg.uniform_signed(label, tuple(batch) + (he.n,), bound)
+
+
+def draw_flood_wide(he: HEParams, prg: PRG, label: str, batch: tuple, bound: int) -> tuple:
+    """Flooding errors uniform on [-bound, bound] for 2^62 <= bound < 2^127, in offset form:
+    ``(lo, hi)`` uint64 of shape ``batch + (N,)`` with e = lo + 2^64 hi - bound
+    (``prg.uniform_signed_wide``); e mod p = ``prg.wide_residues(lo, hi, bound, p)``."""
+    if int(bound) < WIDE_FLOOD:
+        raise ParameterError(f"flooding width {bound} < 2^62: use draw_flood")
+    return prg.uniform_signed_wide(label, tuple(batch) + (he.n,), bound)
 
 
 # -- messages ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ TINY = register_preset(ParamSet(name="tiny", linear=Ring(bits=16, frac=6), nonli
 
 #: BERT-base as in [NIMBUS24]: linear layers in Z_2^64 (18 fraction bits, as SPU), non-linear in
 #: Z_2^32 with 13 fraction bits (the prototype's choice). RLWE: the sound COP set of
-#: ``nimbus.spec.he`` (N = 8192, log Q = 194, response 120 bits, 40-bit flooding; docs/rlwe.md).
+#: ``nimbus.spec.he`` (N = 8192, log Q = 218, 2^-40 statistical distance per query; docs/rlwe.md).
 BERT_BASE = register_preset(
     ParamSet(name="bert-base", linear=Ring(bits=64, frac=18), nonlinear=Ring(bits=32, frac=13), ot=OT_128,
              he=COP64)

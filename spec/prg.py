@@ -22,6 +22,15 @@ Sampling algorithms (normative, so that every implementation draws identical val
   from word ``w = u64le(stream[8i:8i+8])`` as ``popcount(w mod 2^eta) - popcount((w >> eta) mod 2^eta)``.
 * ``uniform_signed(label, shape, bound)``: ``uniform_mod(2*bound + 1) - bound`` (uniform on
   ``[-bound, bound]``, ``bound < 2^62``).
+* ``uniform_signed_wide(label, shape, bound)`` for ``1 <= bound < 2^127`` (the noise-flooding
+  width, see ``he``): uniform on ``[-bound, bound]`` by exact rejection sampling over 128-bit
+  candidates. With ``r = 2*bound + 1`` and ``b = bitlen(r - 1)`` (``<= 128``), candidate j is read
+  from the words ``w_{2j}, w_{2j+1}`` (``w_i = u64le(stream[8i:8i+8])``) as
+  ``x_j = (w_{2j} + 2^64 * w_{2j+1}) mod 2^b`` (low limb first: two words per candidate, even when
+  ``b <= 64``); keep ``x_j`` when ``x_j < r``; the output is the first ``n`` kept values in stream
+  order. Returned in *offset form*: two uint64 arrays ``(lo, hi)`` of the given shape with
+  ``v = lo + 2^64 * hi = e + bound`` in ``[0, 2*bound]`` (so ``e = v - bound``); reduce mod a
+  prime p as ``(hi * (2^64 mod p) + lo - bound) mod p`` (:func:`wide_residues`).
 
 Seeds: 32 bytes from ``os.urandom`` in production (:func:`PRG.from_os`); fixed seeds only in
 tests, vectors and benchmarks.
@@ -39,9 +48,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .errors import ParameterError, RandomnessReuseError
 
-__all__ = ["PRG", "Stream", "derive_key", "SEED_BYTES"]
+__all__ = ["PRG", "Stream", "derive_key", "SEED_BYTES", "WIDE_BOUND_LIMIT", "wide_residues", "wide_to_ints"]
 
 SEED_BYTES = 32
+#: ``uniform_signed_wide`` takes bounds below this (2^127: the candidates are 128-bit).
+WIDE_BOUND_LIMIT = 1 << 127
 _DOMAIN = b"nimbus-prg-v1\x00"
 
 
@@ -61,6 +72,23 @@ def _shape_size(shape) -> tuple[tuple[int, ...], int]:
     for s in shape:
         n *= s
     return shape, n
+
+
+_M64 = (1 << 64) - 1
+
+
+def wide_to_ints(lo: np.ndarray, hi: np.ndarray, offset: int = 0) -> np.ndarray:
+    """Python-int (object) array ``lo + 2^64 hi - offset`` (definitional; tests and reference)."""
+    return (np.asarray(hi).astype(object) << 64) + np.asarray(lo).astype(object) - int(offset)
+
+
+def wide_residues(lo: np.ndarray, hi: np.ndarray, offset: int, p: int) -> np.ndarray:
+    """``(lo + 2^64 hi - offset) mod p`` as uint64 in [0, p), for any modulus p < 2^63.
+
+    Normative reduction of an offset-form draw (:meth:`PRG.uniform_signed_wide`); computed here
+    in Python integers (reference speed)."""
+    v = wide_to_ints(lo, hi, offset) % int(p)
+    return v.astype(np.uint64) if v.size else np.zeros(v.shape, np.uint64)
 
 
 class Stream:
@@ -195,6 +223,37 @@ class PRG:
             raise ParameterError(f"bound must be in (0, 2^62), got {bound}")
         u = self.uniform_mod(label, shape, 2 * bound + 1)
         return u.astype(np.int64) - bound
+
+    def uniform_signed_wide(self, label: str, shape, bound: int) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform on [-bound, bound] for bound < 2^127, in offset form ``(lo, hi)``: the value
+        ``lo + 2^64 hi - bound`` (module docstring: exact rejection over 128-bit candidates)."""
+        bound = int(bound)
+        if not 0 < bound < WIDE_BOUND_LIMIT:
+            raise ParameterError(f"bound must be in (0, 2^127), got {bound}")
+        shape, n = _shape_size(shape)
+        r = 2 * bound + 1
+        b = (r - 1).bit_length()
+        r_lo, r_hi = np.uint64(r & _M64), np.uint64(r >> 64)
+        if b <= 64:
+            m_lo, m_hi = np.uint64((1 << b) - 1), np.uint64(0)
+        else:
+            m_lo, m_hi = np.uint64(_M64), np.uint64((1 << (b - 64)) - 1)
+        st = self.stream(label)
+        lo_out = np.empty(n, dtype=np.uint64)
+        hi_out = np.empty(n, dtype=np.uint64)
+        got = 0
+        per = (1 << b) / r  # expected candidates per kept value, in [1, 2)
+        while got < n:
+            need = n - got
+            w = st.words(2 * (int(need * per * 1.05) + 16)).reshape(-1, 2)
+            lo, hi = w[:, 0] & m_lo, w[:, 1] & m_hi
+            keep = (hi < r_hi) | ((hi == r_hi) & (lo < r_lo))
+            lo, hi = lo[keep], hi[keep]
+            take = min(need, lo.size)
+            lo_out[got : got + take] = lo[:take]
+            hi_out[got : got + take] = hi[:take]
+            got += take
+        return lo_out.reshape(shape), hi_out.reshape(shape)
 
     def labels_used(self) -> Iterable[str]:
         return frozenset(self._used)

@@ -3,7 +3,8 @@
 Writes ``DIR/rlwe.json`` (machine-readable) and ``DIR/rlwe.md`` (a short report): NTT and INTT
 per prime at N = 4096 and 8192 (one row, and a batch spread over the threads), symmetric and
 public-key encryption, decryption, the scalar multiply-accumulate of the outer product (modular
-multiply-adds per second), and serialised sizes of the protocol sets; on 1 and 2 threads
+multiply-adds per second), serialised sizes and flooding figures (F, M, statistical distance per
+coefficient and per query, noise margin) of the protocol sets; on 1 and 2 threads
 (``numba.set_num_threads``). Medians of ``--repeat`` runs after a warm-up. Fixed test seeds.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -91,11 +93,19 @@ def _he_bench(he, threads: int, repeat: int, rows: int, k: int) -> dict:
     t = _median_time(lambda: M.mac_scalar(he, cts, x), repeat)
     macs = rows * k * 2 * he.levels * n
     out.update(mac_rows=rows, mac_k=k, mac_s=t, mac_per_s=macs / t)
+    rep = H.analyze(he, he.workloads[0][1]) if he.workloads else None
     out["sizes"] = {
         "seeded_ct_bytes": H.seeded_bytes(he, 1) - 2 - 32 - 13,
         "full_ct_bytes": H.ciphertext_bytes(he, 1) - 19,
         "response_ct_bytes": H.ciphertext_bytes(he, 1, he.response_level or he.levels) - 19,
         "log_q": round(he.log_q(), 2), "log_q_response": round(he.log_q(he.response_level or he.levels), 2),
+        "prime_bits": list(he.prime_bits()),
+        "flood_log2": round(math.log2(he.flood_bound), 2) if he.flood_bound else None,
+        "wide_flood": he.flood_bound >= H.WIDE_FLOOD,
+        "max_flooded_log2": round(math.log2(he.max_flooded), 2), "stat_bits": he.stat_bits,
+        "sd_coeff_log2": round(rep.sd_log2, 2) if rep else None,
+        "sd_query_log2": round(rep.sd_query_log2, 2) if rep else None,
+        "margin_bits": round(rep.margin_bits, 2) if rep else None,
     }
     return out
 
@@ -112,7 +122,8 @@ def run(repeat: int = 5, threads=(1, 2), rows: int = 16, k: int = 64, quick: boo
                                        cwd=Path(__file__).resolve().parent).stdout.strip()
     except OSError:
         res["commit"] = None
-    primes = {8192: (H.COP64.primes[0], H.COP64.primes[2]), 4096: (H.COP64.primes[0], H.COP64.primes[2])}
+    # the largest (kept) and the smallest (dropped) prime of the bert-base set
+    primes = {n: (max(H.COP64.primes), min(H.COP64.primes)) for n in (4096, 8192)}
     for th in threads:
         if th > numba.config.NUMBA_NUM_THREADS:
             continue
@@ -141,16 +152,18 @@ def report(res: dict) -> str:
         lines.append(f"| {r['he']} | {r['threads']} | {r['encrypt_sym_ms_per_ct']:.2f} | {r['encrypt_pk_ms_per_ct']:.2f} | "
                      f"{r['decrypt_ms_per_ct']:.2f} | {r['decrypt_response_ms_per_ct']:.2f} | {r['mod_switch_ms_per_ct']:.2f} | "
                      f"{r['flood_ms_per_ct']:.2f} | {r['mul_plain_ms_per_ct']:.2f} | {r['mac_per_s']:.3g} |")
-    lines += ["", "## Serialised sizes (payload bytes per ciphertext)", "",
-              "| set | log Q | seeded (setup) | full | response (log Q') |", "|---|---|---|---|---|"]
+    lines += ["", "## Serialised sizes (payload bytes per ciphertext) and flooding (per query)", "",
+              "| set | prime bits | log Q | seeded (setup) | full | response (log Q') | F | M | SD/coeff | SD/query | margin |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     seen = set()
     for r in res["he"]:
         if r["he"] in seen:
             continue
         seen.add(r["he"])
         s = r["sizes"]
-        lines.append(f"| {r['he']} | {s['log_q']} | {s['seeded_ct_bytes']} | {s['full_ct_bytes']} | "
-                     f"{s['response_ct_bytes']} ({s['log_q_response']}) |")
+        lines.append(f"| {r['he']} | {s['prime_bits']} | {s['log_q']} | {s['seeded_ct_bytes']} | {s['full_ct_bytes']} | "
+                     f"{s['response_ct_bytes']} ({s['log_q_response']}) | 2^{s['flood_log2']} | 2^{s['max_flooded_log2']} | "
+                     f"2^{s['sd_coeff_log2']} | 2^{s['sd_query_log2']} | {s['margin_bits']} |")
     return "\n".join(lines) + "\n"
 
 
