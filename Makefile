@@ -40,7 +40,7 @@ test-nojit: $(STAMP)
 
 ## Slow cases, bounded by the ci Hypothesis profile.
 test-slow: $(STAMP)
-	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m slow
+	NIMBUS_SLOW=1 HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m slow
 
 ## The documentation site (warnings are errors); generated pages must be current.
 docs: $(STAMP) check-generated

@@ -20,6 +20,11 @@ GENERATED: dict[str, str] = {
     "docs/protocols/index.md": "nimbus.docsgen:protocols_index",
 }
 
+#: Generators that own a whole family of files and have their own ``--check``.
+COMMANDS: dict[str, list[str]] = {
+    "approximation tables (approx/tables/*.json)": ["-m", "nimbus.approx.regenerate"],
+}
+
 
 def _protocol_pages() -> dict[str, str]:
     """One generated page per registered protocol (derived from the protocol registry)."""
@@ -57,6 +62,12 @@ def main(argv=None) -> int:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
                 print(f"wrote {rel}")
+    import subprocess
+
+    for what, cmd in COMMANDS.items():
+        rc = subprocess.run([sys.executable, *cmd, *(["--check"] if args.check else [])]).returncode
+        if rc != 0:
+            stale.append(what)
     if stale:
         print("stale generated files (run `python -m nimbus.generated`):\n  " + "\n  ".join(stale), file=sys.stderr)
         return 1

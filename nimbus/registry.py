@@ -17,7 +17,7 @@ __all__ = ["IMPLEMENTATIONS", "COMPONENTS", "Implementation", "implementation"]
 IMPLEMENTATIONS = {"reference": "nimbus.reference", "optimized": "nimbus.optimized"}
 
 #: Component modules every implementation provides (append when a layer lands).
-COMPONENTS = ("ring", "sharing", "rlwe", "ot")
+COMPONENTS = ("ring", "sharing", "rlwe", "ot", "nonlinear", "linear")
 
 
 class Implementation:

@@ -41,7 +41,7 @@ _U64 = np.uint64
 _ECB: dict[bytes, object] = {}
 _ZEROS = np.zeros(0, dtype=np.uint8)
 _LPN_CHUNK_PAR = 1 << 16
-_LPN_CHUNK = 1 << 12  # rows per AES call in lpn_encode (cache-resident; a tuning knob: never changes outputs)
+_LPN_CHUNK = 1 << 14  # rows per AES call in lpn_encode (cache-resident; a tuning knob: never changes outputs)
 
 
 def _ecb(key: bytes):
@@ -102,13 +102,46 @@ def _prg_into(keys: np.ndarray, nblk: int, nonce: int, out: np.ndarray) -> None:
     K.xor_into(out[: m * nblk * 16].view("<u8").reshape(-1, 2), x.reshape(-1, 2))
 
 
+_IKNP_CHUNK = 512  # blocks per column per fused IKNP step (a tuning knob: never changes outputs)
+
+
+def _iknp_fused(keys_u64: np.ndarray, nonce: int, nb: int, step) -> np.ndarray:
+    """The fused single-thread IKNP pass: per chunk of C blocks of every column, one AES call for
+    the PRG inputs of all key sets, then ``step(enc, c0, tile, out)`` (xors + the transpose of the
+    chunk into its rows). Nothing of size m*128 bits is materialised but the outputs."""
+    S_, m_cols = keys_u64.shape[0], keys_u64.shape[1]
+    nblk = nb // 16
+    C = min(_IKNP_CHUNK, nblk)
+    hi = _U64((S.DOM_IKNP << 32) | int(nonce))
+    x = np.empty(S_ * m_cols * C * 2, dtype=_U64)
+    enc = np.empty(S_ * m_cols * C * 2 + 2, dtype=_U64)
+    tile = np.empty((128, 2 * C + 8), dtype=_U64)  # padded rows: no cache-set conflicts
+    out = np.empty((nb * 8, 2), dtype=_U64)
+    pi = _ecb(S.PI_KEY)
+    for c0 in range(0, nblk, C):
+        cc = min(C, nblk - c0)
+        xs = x[: S_ * m_cols * cc * 2].reshape(S_, m_cols, cc, 2)
+        K.iknp_prg_in(keys_u64, hi, c0, xs)
+        pi.update_into(xs.reshape(-1).view(np.uint8), enc.view(np.uint8)[: xs.size * 8 + 15])
+        step(enc[: xs.size].reshape(S_, m_cols, cc, 2), c0, tile, out)
+    return out
+
+
 def iknp_receiver_expand(keys: np.ndarray, r_packed: np.ndarray, nonce: int) -> tuple[np.ndarray, np.ndarray]:
-    """Twin of :func:`nimbus.reference.ot.iknp_receiver_expand` (fused xors, numba transpose)."""
+    """Twin of :func:`nimbus.reference.ot.iknp_receiver_expand` (one thread: PRG, xors and the
+    transpose fused chunk by chunk; several: whole-matrix passes with parallel kernels)."""
     keys = np.ascontiguousarray(keys, dtype=np.uint8)
     rp = np.ascontiguousarray(r_packed, dtype=np.uint8).reshape(-1)
     if keys.shape != (128, 2, 16) or rp.size % 16:
         return _ref.iknp_receiver_expand(keys, rp, nonce)  # odd sizes: the reference path
     nb = rp.size
+    if numba.get_num_threads() == 1:
+        ku = np.ascontiguousarray(keys.view("<u8").reshape(128, 2, 2).transpose(1, 0, 2))
+        u = np.empty((128, nb), dtype=np.uint8)
+        uw, rw = u.view("<u8"), rp.view("<u8")
+        t = _iknp_fused(ku, nonce, nb, lambda enc, c0, tile, out: K.iknp_recv_chunk(
+            enc, ku, _U64((S.DOM_IKNP << 32) | int(nonce)), c0, rw, uw, tile, out))
+        return u, t
     t_flat = np.empty(128 * nb + 16, dtype=np.uint8)
     u_flat = np.empty(128 * nb + 16, dtype=np.uint8)
     _prg_into(np.ascontiguousarray(keys[:, 0]), nb // 16, nonce, t_flat)
@@ -128,6 +161,11 @@ def iknp_sender_expand(keys: np.ndarray, delta: np.ndarray, u: np.ndarray, nonce
         return _ref.iknp_sender_expand(keys, delta, u, nonce)
     nb = u.shape[1]
     dbits = np.unpackbits(np.asarray(delta, dtype="<u8").view(np.uint8), bitorder="little")
+    if numba.get_num_threads() == 1:
+        ku = np.ascontiguousarray(keys.view("<u8").reshape(1, 128, 2))
+        uw = u.view("<u8")
+        return _iknp_fused(ku, nonce, nb, lambda enc, c0, tile, out: K.iknp_send_chunk(
+            enc, ku, _U64((S.DOM_IKNP << 32) | int(nonce)), c0, dbits, uw, tile, out))
     flat = np.empty(128 * nb + 16, dtype=np.uint8)
     _prg_into(keys, nb // 16, nonce, flat)
     cols = flat[: 128 * nb].reshape(128, nb)
@@ -161,43 +199,75 @@ def _aes_blocks(key: bytes, src: np.ndarray, dst_flat: np.ndarray) -> None:
         enc.update_into(s, dst_flat.view(np.uint8)[: s.size + 15])
 
 
-def ggm_expand(seeds: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
-    """Twin of :func:`nimbus.reference.ot.ggm_expand`: one AES call per level for all trees."""
-    seeds = _as_blocks(seeds, "seeds")
-    t = seeds.shape[0]
+_GGM_BOTTOM = 6  # GGM levels run tree group by tree group (a tuning knob: never changes outputs)
+_GGM_CHUNK = 1 << 16  # leaves per tree group (1 MB scratch buffers)
+_NO_KNOWN = np.zeros((1, 1, 2), dtype=_U64)
+_NO_ALPHA = np.zeros(1, dtype=np.int64)
+
+
+def _ggm(first: np.ndarray, h: int, known=None, alpha=None) -> tuple[np.ndarray, np.ndarray]:
+    """GGM trees from the level-0 AES inputs ``first`` (t, 2, 2): the top ``h - _GGM_BOTTOM``
+    levels for all trees at once (one AES call per level), the bottom levels tree group by tree
+    group (cache-resident scratch, the last level written straight into the leaves)."""
+    t = first.shape[0]
     L = 1 << h
+    recv = known is not None
+    if not recv:
+        known, alpha = _NO_KNOWN, _NO_ALPHA
+    level = K.ggm_level if numba.get_num_threads() == 1 else K.ggm_level_par
+    leaves = np.empty((t, L, 2), dtype=_U64)
     sums = np.zeros((t, h, 2, 2), dtype=_U64)
-    enc_buf = np.empty(t * L * 2 + 2, dtype=_U64)
-    nodes = seeds.reshape(t, 1, 2)
-    for i in range(h):
-        w = nodes.shape[1]
-        kids = np.empty((t, 2 * w, 2), dtype=_U64)
-        K.ggm_prep(nodes, kids)
-        _aes_blocks(S.GGM_KEY, kids, enc_buf)
-        K.ggm_finish(enc_buf[: t * 2 * w * 2].reshape(t, 2 * w, 2), kids, sums, i)
-        nodes = kids
-    return nodes, sums
+    if t == 0:
+        return leaves, sums
+    top = max(0, h - _GGM_BOTTOM)
+    kin = first
+    enc_big = np.empty(t * (2 << top) * 2 + 2, dtype=_U64)
+    for i in range(top):  # kin: (t, 2^(i+1), 2) AES inputs of depth i+1
+        w2 = 2 << i
+        _aes_blocks(S.GGM_KEY, kin, enc_big)
+        nxt = np.empty((t, 2 * w2, 2), dtype=_U64)
+        level(enc_big[: t * w2 * 2].reshape(t, w2, 2), kin, nxt, sums, i, 0, True, recv, known, alpha, h)
+        kin = nxt
+    G = max(1, min(t, _GGM_CHUNK // L))
+    bufs = (np.empty(G * L * 2, dtype=_U64), np.empty(G * L * 2, dtype=_U64))
+    enc = np.empty(G * L * 2 + 2, dtype=_U64)
+    for g0 in range(0, t, G):
+        g = min(G, t - g0)
+        cur = kin[g0 : g0 + g]
+        for i in range(top, h):
+            w2 = 2 << i
+            _aes_blocks(S.GGM_KEY, cur, enc)
+            if i == h - 1:
+                out = leaves[g0 : g0 + g]
+            else:
+                out = bufs[(i - top) & 1][: g * 2 * w2 * 2].reshape(g, 2 * w2, 2)
+            level(enc[: g * w2 * 2].reshape(g, w2, 2), cur, out, sums, i, g0, i < h - 1, recv, known, alpha, h)
+            cur = out
+    return leaves, sums
+
+
+def ggm_expand(seeds: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Twin of :func:`nimbus.reference.ot.ggm_expand`: top levels one AES call per level for all
+    trees, bottom levels per cache-resident group of trees, each level one fused numba pass."""
+    seeds = _as_blocks(seeds, "seeds")
+    first = np.empty((seeds.shape[0], 2, 2), dtype=_U64)
+    first[:, 0] = seeds
+    first[:, 1] = seeds
+    first[:, 1, 0] ^= _U64(1)
+    return _ggm(first, h)
 
 
 def ggm_reconstruct(known: np.ndarray, alpha: np.ndarray, h: int) -> np.ndarray:
-    """Twin of :func:`nimbus.reference.ot.ggm_reconstruct`."""
+    """Twin of :func:`nimbus.reference.ot.ggm_reconstruct` (same structure as :func:`ggm_expand`,
+    with the on-path fix-up fused into each level)."""
     known = np.ascontiguousarray(known, dtype=_U64)
     alpha = np.ascontiguousarray(alpha, dtype=np.int64)
     t = known.shape[0]
     if known.shape != (t, h, 2) or alpha.shape != (t,) or (t and (alpha.min() < 0 or alpha.max() >= 1 << h)):
         raise ShapeError("known must be (t, h, 2) and alpha (t,) in [0, 2^h)")
-    enc_buf = np.empty(t * (1 << h) * 2 + 2, dtype=_U64)
-    sums = np.zeros((t, h, 2, 2), dtype=_U64)  # parity sums of each level (with garbage)
-    nodes = np.zeros((t, 1, 2), dtype=_U64)
-    for i in range(h):
-        w = nodes.shape[1]
-        kids = np.empty((t, 2 * w, 2), dtype=_U64)
-        K.ggm_prep(nodes, kids)
-        _aes_blocks(S.GGM_KEY, kids, enc_buf)
-        K.ggm_finish(enc_buf[: t * 2 * w * 2].reshape(t, 2 * w, 2), kids, sums, i)
-        K.ggm_fix(kids, known, alpha, h, i, sums)
-        nodes = kids
-    return nodes
+    first = np.zeros((t, 2, 2), dtype=_U64)  # the root is unknown (0)
+    first[:, 1, 0] = 1
+    return _ggm(first, h, known, alpha)[0]
 
 
 def xor_sum(blocks: np.ndarray) -> np.ndarray:
@@ -222,13 +292,20 @@ def lpn_encode(x: np.ndarray, noise: np.ndarray, seed: bytes, d: int) -> np.ndar
     enc = _ecb(bytes(seed))
     # one thread: small cache-resident chunks; several: larger ones, so that each parallel region
     # has enough work to amortise waking the threads
-    R = max(1, min(_LPN_CHUNK if numba.get_num_threads() == 1 else _LPN_CHUNK_PAR, n))
+    nth = numba.get_num_threads()
+    R = max(1, min(_LPN_CHUNK if nth == 1 else _LPN_CHUNK_PAR, n))
     ctr = np.zeros((R * w, 2), dtype=_U64)
     words = np.empty(R * w * 4 + 4, dtype=np.uint32)
     base = np.arange(R * w, dtype=_U64)
+    k = x.shape[0]
     for r0 in range(0, n, R):
         rows = min(R, n - r0)
         ctr[: rows * w, 0] = base[: rows * w] + _U64(r0 * w)
         enc.update_into(ctr[: rows * w].view(np.uint8).reshape(-1), words.view(np.uint8)[: rows * w * 16 + 15])
-        K.lpn_gather(x, words[: rows * w * 4].reshape(rows, 4 * w), noise, out, r0, d, 4 * w)
+        idx = words[: rows * w * 4]
+        K.lpn_indices(idx, k)
+        if nth == 1:
+            K.lpn_gather_1(x, idx.reshape(rows, 4 * w), noise, out, r0, d)
+        else:
+            K.lpn_gather(x, idx.reshape(rows, 4 * w), noise, out, r0, d, max(1, min(rows // 1024, 64)))
     return out

@@ -6,7 +6,7 @@ protocol.
 """
 
 from . import cost, errors, fixedpoint, messages, params, prg, proto, protocols  # noqa: F401
-from . import sharing, he, ot  # noqa: F401  (protocol modules: each registers its messages and protocols)
+from . import sharing, he, ot, nonlinear, linear  # noqa: F401  (protocol modules: each registers its messages and protocols)
 from . import presets  # noqa: F401  (last: presets may use every component's parameters)
 from .cost import NETWORKS, Cost, Network, get_network
 from .errors import *  # noqa: F401,F403

@@ -1,0 +1,50 @@
+"""Optimized linear layers: the reference orchestration with fast kernels.
+
+Twin of :mod:`nimbus.reference.linear`. :func:`mac` computes the COP multiply-accumulate as exact
+float64 BLAS products of balanced digit planes (``_linear_kernels``); :func:`pack` is one numba
+pass over the layout. Protocol text is reused from the reference (REUSED).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nimbus.reference.linear import (  # noqa: F401
+    client_setup, cop_client, cop_server, embed_client, embed_server, matmul_client, matmul_server,
+    server_setup,
+)
+from nimbus.spec import linear as S
+from nimbus.spec.errors import ShapeError
+
+from . import _linear_kernels as K
+
+__all__ = [
+    "mac", "pack", "server_setup", "client_setup", "cop_client", "cop_server",
+    "embed_client", "embed_server", "matmul_client", "matmul_server", "plain_mac",
+]
+
+#: Functions taken from the reference unchanged (orchestration only).
+REUSED = frozenset({"server_setup", "client_setup", "cop_client", "cop_server", "embed_client", "embed_server",
+                    "matmul_client", "matmul_server"})
+
+
+def mac(he, cts, x) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.linear.mac` (BLAS digit planes; see ``_linear_kernels``)."""
+    return K.mac(he, cts, x)
+
+
+def pack(he, res, lay: S.PackLayout) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.linear.pack` (one numba pass)."""
+    res = np.asarray(res)
+    if res.ndim != 4 or res.shape[0] != len(lay.widths):
+        raise ShapeError(f"pack: {len(lay.widths)} results expected, got {res.shape}")
+    return K.pack(he, res, lay)
+
+
+def plain_mac(he, cts, polys) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.linear.plain_mac` (NTT once per input, accumulate in the
+    NTT domain, one inverse NTT per output)."""
+    cts, polys = np.asarray(cts), np.asarray(polys)
+    if cts.ndim != 4 or polys.ndim != 3 or polys.shape[0] != cts.shape[0] or polys.shape[2] != he.n:
+        raise ShapeError(f"plain_mac: cts {cts.shape} with polys {polys.shape}")
+    return K.plain_mac(he, cts, polys)
