@@ -213,5 +213,20 @@ def cmd_net_check(args: argparse.Namespace) -> int:
     return EXIT_OK if r.ok else EXIT_FAILED
 
 
+def _configure_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--network", default="lan", help="network preset to shape loopback to (default lan)")
+    p.add_argument("--skip-net-check", action="store_true", help="skip the network self-check")
+
+
+@command("demo", "run what is secure today on the packaged MiniLM: both parties on this machine", _configure_demo)
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Both parties on this machine, two processes over shaped loopback: network self-check, then a
+    secure FFN step of MiniLM layer 0 (client-side outer product + Nimbus GELU) on a real sentence,
+    compared with plaintext and with the ideal fixed-point functionality."""
+    from nimbus.demo import run_demo
+
+    return run_demo(args.network, check_network=not args.skip_net_check)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

