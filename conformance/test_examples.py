@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from nimbus.docsgen import run_example
@@ -9,11 +11,14 @@ from nimbus.spec import get_preset
 from nimbus.spec.errors import ParameterError
 from nimbus.spec.protocols import PROTOCOLS
 
+NOJIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 WITH_EXAMPLE = sorted(n for n, p in PROTOCOLS.items() if p.example is not None)
 
 
 @pytest.mark.parametrize("name", WITH_EXAMPLE)
 def test_example_cost_is_declared(name):
+    if NOJIT:
+        pytest.skip("BERT-size example: interpreted kernels would take hours (covered with the JIT on)")
     p = PROTOCOLS[name]
     params = get_preset("bert-base")
     tr, label, cost_args = run_example(p, params, "optimized")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from nimbus.spec import nonlinear_fn as F
-from nimbus.spec.errors import ShapeError
+from nimbus.spec.errors import ParameterError, ShapeError
 from nimbus.spec.nonlinear import ring_mask
 from nimbus.spec.proto import Ctx, Proto
 
@@ -127,6 +127,8 @@ def reciprocal(ctx: Ctx, ot, S: np.ndarray, entry: dict, J: int, iters: int, mod
     initial approximation on [1/2, 1), Newton y <- y (2 - S' y), then y 2^-p.
     Semantics: ``nimbus.spec.nonlinear_fn.ideal_reciprocal``. [SIRNN, §4.2; CrypTFlow2]"""
     l, f = int(entry["ring_bits"]), int(entry["frac_bits"])
+    if not 1 <= J <= l - f - 3:  # the known-MSB truncations after (de)normalisation need this
+        raise ParameterError(f"reciprocal: J = {J} outside [1, {l - f - 3}] for Z_2^{l} with {f} fraction bits")
     mk, n = ring_mask(l), S.size
     # 1. thermometer t_j = [S >= 2^j] (real), j = 0..J-1
     d = np.concatenate([(S - _const(ctx, 1 << (f + j), n, l)) & mk for j in range(J)])

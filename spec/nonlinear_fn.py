@@ -127,7 +127,9 @@ def horner_trunc_mode(entry: dict, j: int, domain_hi: int | None = None, faithfu
     ``msb1`` when faithful) when every product over the piece's inputs is below 2^(l-2) in
     magnitude (checked exhaustively over the fixed-point inputs), else ``exact``. Inputs outside
     the piece give garbage there, which the piece's multiplexer discards."""
-    key = (id(entry), j)
+    import json
+
+    key = (json.dumps(entry, sort_keys=True), j)  # by content: never a stale answer for a new dict
     _KEYED[key] = (entry, j)
     if _horner_safe(key, domain_hi):
         return "msb1" if faithful else "msb"
@@ -391,12 +393,15 @@ for _name, _ideal, _cost, _ref in (
 RSQRT_TABLE = "ours-minilm-global"  #: initial approximation of 1/sqrt(x) on [1/4, 1)
 RSQRT_ITERS = 2  #: Newton steps (the certificate's ``newton_iterations_to_2^-f``)
 LN_K = 30  #: 1/n as round(2^K / n)
+LN_MAX_FEATURES = 1024  #: |z-score| <= sqrt(n - 1) < 2^(l - 1 - LN_FD - ...) holds for n <= 1024
 LN_FV = 6  #: fraction bits of x - mean when squared (|x - mean| < 2^(l/2 - 1 - FV) = 512)
 LN_FD = 12  #: fraction bits of x - mean in the final product (|z-score| < 32, true for n <= 1024)
 LN_PMIN, LN_PMAX = -6, 14  #: v = var + eps in [2^-13, 4^14): v / 4^p in [1/4, 1) for p in [PMIN, PMAX]
 
 
 def _ln_consts(params, n: int, eps: float):
+    if not 1 <= n <= LN_MAX_FEATURES:  # |z-score| <= sqrt(n - 1) < 32 needs n <= 1024 (LN_FD)
+        raise ParameterError(f"LayerNorm over {n} features: supported up to {LN_MAX_FEATURES}")
     f = params.nonlinear.frac
     return round((1 << LN_K) / n), max(1, round(eps * (1 << f)))
 

@@ -193,13 +193,14 @@ class OtParams:
 #: 128-bit computational security, semi-honest, regular-noise primal LPN. Main level: emp-ot's
 #: current ``N_REG/K_REG/T_REG/BIN_SZ_REG`` = 10,608,640 / 589,824 / 1,295 / 13 (the authors'
 #: implementation of [YWL+20], re-parameterised after the algebraic attacks on regular LPN of
-#: Briaud-Øygarden, EUROCRYPT 2023); setup level: emp-ot's ``*_PRIMAL_RD2`` = 607,232 / 69,454 /
-#: 593 / 10. The CCS 2020 paper's Table lists n = 10,168,320, k = 588,160, t = 1,270 for its
+#: Briaud-Øygarden, EUROCRYPT 2023); setup (bootstrapping) level: emp-ot's pre-iteration set
+#: ``PRE`` = 649,728 / 36,288 / 1,269 / 9, which makes the main level's reserve
+#: (589,824 + 1,295 * 13 = 606,659 COTs) from 47,709 IKNP COTs. The CCS 2020 paper's Table lists n = 10,168,320, k = 588,160, t = 1,270 for its
 #: main iteration (as quoted in the issue); its n is not t * 2^h, and we use the later set.
 OT_128 = OtParams(
     kind="ferret",
     iknp_batch=1 << 20,
-    setup=FerretLevel("setup-128", n=607_232, k=69_454, t=593, h=10),
+    setup=FerretLevel("setup-128", n=649_728, k=36_288, t=1_269, h=9),
     main=FerretLevel("main-128", n=10_608_640, k=589_824, t=1_295, h=13),
 )
 

@@ -80,6 +80,9 @@ DEFAULT_TIMEOUT = 300.0
 MAX_HELLO = 4096
 #: Most bytes queued for sending before ``send_data`` waits for the writer (back-pressure).
 MAX_QUEUED = 512 << 20
+#: Received bytes buffered for the protocol before the reader stops reading (TCP back-pressure):
+#: a peer cannot make us buffer more than this plus one frame.
+MAX_INBOX = 512 << 20
 _ROLE_CODE = {CLIENT: 1, SERVER: 2}
 _CODE_ROLE = {v: k for k, v in _ROLE_CODE.items()}
 _RECV_CHUNK = 1 << 18
@@ -304,6 +307,8 @@ class Connection:
         self._send_lock = threading.Lock()
         self._rbuf = bytearray()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._icond = threading.Condition()
+        self._inbox_bytes = 0
         self._ocond = threading.Condition()
         self._oq: deque = deque()
         self._queued = 0
@@ -596,6 +601,12 @@ class Connection:
                 kind, payload, depth = self._read_frame()
                 if kind == HELLO:
                     raise ProtocolError(f"the {self.peer} sent a second HELLO")
+                if kind == DATA and not 1 <= depth < 1 << 31:
+                    raise ProtocolError(f"the {self.peer} sent a frame with an impossible depth {depth}")
+                with self._icond:  # back-pressure: stop reading while the protocol lags behind
+                    while self._inbox_bytes > MAX_INBOX and not self._closing:
+                        self._icond.wait(0.5)
+                    self._inbox_bytes += len(payload)
                 self._inbox.put(("frame", Frame(kind, payload, depth, time.perf_counter())))
         except _Closing:
             return
@@ -706,6 +717,9 @@ class Connection:
             self._inbox.put(item)  # sticky: every later call fails the same way
             e = item[1]
             raise type(e)(*e.args)
+        with self._icond:
+            self._inbox_bytes -= len(item[1].payload)
+            self._icond.notify()
         return item[1]
 
     def recv_data(self, what: str = "a message", timeout: float | None = None) -> Frame:
