@@ -601,7 +601,7 @@ class Connection:
                 kind, payload, depth = self._read_frame()
                 if kind == HELLO:
                     raise ProtocolError(f"the {self.peer} sent a second HELLO")
-                if kind == DATA and not 1 <= depth < 1 << 31:
+                if kind == DATA and not 0 <= depth < 1 << 31:
                     raise ProtocolError(f"the {self.peer} sent a frame with an impossible depth {depth}")
                 with self._icond:  # back-pressure: stop reading while the protocol lags behind
                     while self._inbox_bytes > MAX_INBOX and not self._closing:
