@@ -381,3 +381,31 @@ def test_bert_base_budgets():
     shapes = S.bert_shapes()
     cache = sum(S.setup_bytes(P.he, s) for s in shapes)
     assert cache <= 2 * sum(S.cache_it_bytes(P.he, s) for s in shapes)
+
+
+# -- the per-query flooding budget: the parties refuse longer queries ------------------------------
+def test_parties_refuse_queries_beyond_the_flooding_budget(impl):
+    """M2: with the bert-base preset (M = 2^26), every linear party function of both
+    implementations refuses 129 tokens (max_query_tokens = 128) with the same ParameterError,
+    before any encryption work."""
+    from nimbus.spec.errors import ParameterError
+    from nimbus.spec.params import PRESETS
+    params = PRESETS["bert-base"]
+    he = params.he
+    assert S.max_query_tokens(he) == S.max_query_tokens(S.matmul_he(params)) == 128
+    n, d = 129, 4
+    x = np.zeros((n, d), np.uint64)
+    enc = np.zeros((1, d, 2, he.levels, he.n), np.uint64)
+    msg = "129 tokens exceed the per-query flooding budget"
+    with pytest.raises(ParameterError, match=msg):
+        run_pair(impl.linear.cop_client, impl.linear.cop_server, params, impl,
+                 client_args=(x, enc, None, d), server_args=(x, np.zeros((d, d), np.uint64), None, None),
+                 label="cop")
+    with pytest.raises(ParameterError, match=msg):
+        run_pair(impl.linear.embed_client, impl.linear.embed_server, params, impl,
+                 client_args=(np.zeros(n, np.int64), enc[:, :1], None, d),
+                 server_args=(n, x, None), label="embed")
+    a, b = np.zeros((1, n, 64), np.uint64), np.zeros((1, 64, n), np.uint64)
+    with pytest.raises(ParameterError, match=msg):
+        run_pair(impl.linear.matmul_client, impl.linear.matmul_server, params, impl,
+                 client_args=(a, b), server_args=(a, b, None), label="mm")

@@ -23,9 +23,9 @@ from nimbus.spec.prg import PRG
 DERIVATIONS = {
     "tiny16-l16": [(30, 16, 3)],
     "tiny32-l12": [(30, 32, 2), (24, 32, 1)],
-    "cop-n8192-l64": [(48, 8192, 3), (37, 8192, 2)],
-    "matmul-n8192-l64": [(48, 8192, 3), (37, 8192, 2)],
-    "cop-n8192-l40": [(60, 8192, 2), (50, 8192, 1)],
+    "cop-n8192-l64": [(51, 8192, 3), (32, 8192, 2)],
+    "matmul-n8192-l64": [(51, 8192, 3), (32, 8192, 2)],
+    "cop-n8192-l40": [(42, 8192, 3), (50, 8192, 1)],
 }
 
 
@@ -63,7 +63,7 @@ def test_registered_sets_meet_the_security_bound_or_are_flagged(name):
             dataclasses.replace(he, insecure_test_only=False).validate()
     else:
         assert he.log_q() <= H.SECURITY_BOUND_128[he.n]
-        assert he.eta >= 11  # CBD(eta) has sigma >= 3.2 <=> eta >= 20.5
+        assert he.eta >= 21  # CBD(eta) has sigma^2 = eta / 2 >= 3.2^2 <=> eta >= 20.48
 
 
 def test_no_preset_carries_an_insecure_set():
@@ -77,19 +77,21 @@ def test_no_preset_carries_an_insecure_set():
 @pytest.mark.parametrize("name", sorted(DERIVATIONS))
 def test_protocol_sets_are_sound_by_their_analysis(name):
     """Decryption never fails (worst case below capacity) and the whole query's statistical
-    distance M S / (2F + 1) is <= 2^-stat_bits, S = floor(B + 1/2) the shift bound before flooding."""
+    distance M S / (2F + 1) is <= 2^-stat_bits, S = floor(B + 1/2 + 2 N eta + 1/2) the shift bound:
+    data noise B before flooding, the mask's rounding, the key owner's view e u + s e1 of the
+    flooding randomness, the simulator's rounding."""
     he = H.get_he(name)
     for wname, ops in he.workloads:
         rep = H.analyze(he, ops)
         pre = H.analyze(he, ops[:-1])
         assert ops[-1] == ("flood",)
         assert rep.correct and rep.failure_log2 <= -40, (wname, rep.as_dict())
-        assert rep.shift == math.floor(pre.total + Fraction(1, 2)) and rep.max_flooded == he.max_flooded
+        assert rep.shift == math.floor(pre.total + 1 + 2 * he.n * he.eta) and rep.max_flooded == he.max_flooded
         assert rep.flooding_ok and 2 * rep.flood_bound + 1 >= he.max_flooded * rep.shift * 2 ** he.stat_bits
         sd_query = Fraction(he.max_flooded * rep.shift, 2 * rep.flood_bound + 1)
         assert sd_query <= Fraction(1, 2 ** he.stat_bits), (wname, rep.as_dict())
         assert rep.sd_query_log2 <= -he.stat_bits and rep.sd_log2 <= -he.stat_bits - math.log2(he.max_flooded)
-        assert rep.total == pre.total + 2 * he.n * he.eta + he.flood_bound
+        assert rep.total == pre.total + 2 * he.n * he.eta + he.flood_bound + Fraction(1, 2)
         # F is the smallest sound width: one less breaks the bound
         assert not H.analyze(he, ops, flood_bound=he.flood_bound - 1).flooding_ok
 
@@ -102,6 +104,7 @@ def test_protocol_sets_are_sized_for_a_whole_query():
         assert H.WIDE_FLOOD <= he.flood_bound < 1 << 127
         rep = H.analyze(he, he.workloads[0][1])
         assert -40.01 < rep.sd_query_log2 <= -40 and rep.sd_log2 <= -66 and rep.margin_bits > 1.5
+        assert rep.shift >= 2 * he.n * he.eta  # S covers the key owner's view e u + s e1
     assert PRESETS["bert-base"].he is H.COP64
     # COP64's width also floods the attention products soundly (it may carry them itself)
     rep = H.analyze(H.COP64, H.matmul_workload(8192, 8192, 2, 64, 3, fresh="sk"))
@@ -135,6 +138,28 @@ def test_flooded_count_covers_a_bert_base_query():
     assert (cop + att) * H.COP64.n <= H.BERT_BASE_FLOODED, (cop, att)
     for tokens in (1, 37, 100):  # shorter queries flood fewer coefficients
         assert sum(_bert_base_flooded_ciphertexts(S, tokens)) * H.COP64.n <= H.BERT_BASE_FLOODED
+    if hasattr(S, "max_query_tokens"):
+        assert S.query_flooded(H.COP64, 128) == (cop + att) * H.COP64.n
+        assert S.query_flooded(H.COP64, 129) > H.BERT_BASE_FLOODED
+
+
+def test_token_limit_is_enforced():
+    """M2: the per-query budget M is enforced at run time: 128 tokens fit, 129 do not, for every
+    protocol set; the spec's layouts (used by both implementations) refuse longer queries."""
+    S = pytest.importorskip("nimbus.spec.linear")
+    for he in (H.COP64, H.MATMUL64, H.COP40):
+        assert S.max_query_tokens(he) == 128
+        assert all(S.query_flooded(he, t) <= he.max_flooded for t in range(1, 129))
+        assert S.query_flooded(he, 129) > he.max_flooded
+        S.cop_layout(he, 128, 768, 768)
+        with pytest.raises(ParameterError, match="129 tokens exceed the per-query flooding budget"):
+            S.cop_layout(he, 129, 768, 768)
+        with pytest.raises(ParameterError, match="per-query flooding budget"):
+            S.embed_layout(he, 129, 768)
+        with pytest.raises(ParameterError, match="per-query flooding budget"):
+            S.matmul_plan(he, 129, 64, 129)
+    assert S.max_query_tokens(H.TINY16) is None  # per-coefficient test sets: no query budget
+    S.cop_layout(H.TINY16, 300, 4, 4)
 
 
 def test_security_bound_refusals():
@@ -147,6 +172,11 @@ def test_security_bound_refusals():
         H.HEParams("tiny", 16, H.ntt_primes(30, 16, 1), 16).validate()
     with pytest.raises(ParameterError, match="narrower than sigma"):
         H.HEParams("narrow", 4096, H.ntt_primes(50, 4096, 2), 32, eta=2).validate()
+    with pytest.raises(ParameterError, match="narrower than sigma"):  # sigma^2 = 5.5 < 3.2^2
+        H.HEParams("narrow", 4096, H.ntt_primes(50, 4096, 2), 32, eta=11).validate()
+    with pytest.raises(ParameterError, match="narrower than sigma"):
+        H.HEParams("narrow", 4096, H.ntt_primes(50, 4096, 2), 32, eta=20).validate()
+    H.HEParams("wide-enough", 4096, H.ntt_primes(50, 4096, 2), 32, eta=21).validate()
     # registering refuses as well
     with pytest.raises(ParameterError):
         H.register_he(H.HEParams("too-big", 8192, H.ntt_primes(60, 8192, 4), 64))
@@ -186,9 +216,10 @@ def test_analysis_arithmetic():
     rep = H.analyze(he, (("fresh_sk",), ("mac", 3072, 64), ("add", 16)))
     assert rep.data == 16 * 3072 * 2 ** 63 * H.Fraction(43, 2)
     rep = H.analyze(he, he.workloads[0][1])
-    assert he.n / 2 < rep.data < he.n  # what is left after switching is the rounding noise
+    # what is left after switching: the MAC noise / 2^64 and the rounding noise
+    assert 2 ** 19 < rep.data < 2 ** 19.03  # 2^83.01 / (p_3 p_4 ~ 2^64) + (N + 1) / 2 rounding
     assert rep.required_flood == he.flood_bound == (rep.shift * he.max_flooded << 40) // 2
-    assert 1.5 < rep.margin_bits < 2.5
+    assert 3 < rep.margin_bits < 3.5
     # per coefficient (M = 1): F is 2^26 times narrower
     one = H.analyze(dataclasses.replace(he, max_flooded=1), he.workloads[0][1])
     assert one.required_flood == (rep.shift << 40) // 2 and one.shift == rep.shift

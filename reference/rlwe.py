@@ -383,7 +383,8 @@ def flood(he: H.HEParams, pk, ct, prg, label: str, bound: int | None = None) -> 
     Runs on: the client before masking and sending. Pre-conditions: pk (2, L, N) at top level
     (restricted to the ciphertext's level). Noise: + 2 N eta + F; the key owner's view of a
     query's M flooded coefficients with shifts <= S is within M S / (2F + 1) <= 2^-stat_bits of
-    a simulation (``spec.he.analyze``). Reference: [BFV12]; flooding as in Gentry's thesis, sized
+    a simulation (``spec.he.analyze``; S counts the data noise, the mask's rounding and the key
+    owner's view e u + s e1 <= 2 N eta of this encryption's randomness). Reference: [BFV12]; flooding as in Gentry's thesis, sized
     in docs/rlwe.md.
     """
     level = _level(he, ct)

@@ -36,7 +36,8 @@ Normative definitions (both implementations agree bit for bit):
 Security: log2 Q <= the bound of the Homomorphic Encryption Security Standard (Albrecht et al.,
 homomorphicencryption.org, November 2018, Table 1, classical 128-bit, ternary secret, error
 sigma ~ 3.2): N = 1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881 bits.
-Our error is CBD(eta = 21), sigma = sqrt(10.5) = 3.24 >= 3.2, bounded by 21.
+Our error is CBD(eta = 21), sigma = sqrt(10.5) = 3.24 >= 3.2, bounded by 21; validate() requires
+eta >= 21 (sigma^2 = eta / 2 >= 3.2^2) for every set that is not insecure_test_only.
 
 Noise analysis: :func:`analyze` follows a *workload* (a tuple of operations) with worst-case bounds.
 Every distribution used is bounded (ternary, CBD, uniform), so a worst-case bound that is below
@@ -45,10 +46,14 @@ Q'/2^(l+1) makes the decryption failure probability exactly 0 (<= 2^-40 as requi
 Flooding is sized for the *whole query* (docs/rlwe.md): a set declares ``stat_bits`` = 40 and
 ``max_flooded`` = M, the most flooded coefficients its key owner decrypts in one query under
 this set and every other set sharing the budget. Before flooding the phase is
-``Q' m / 2^l + E`` with ``|E| <= B`` (the analysed bound); a simulator that knows only m outputs
-``round(Q' m / 2^l)`` plus the same fresh flooding encryption, so the two integer phases differ
-by a shift D with ``|D| <= S = floor(B + 1/2)``, and e2 uniform on [-F, F] makes them
-``|D| / (2F + 1)`` apart. ``F = ceil((2^stat_bits M S - 1) / 2)`` makes that ``<= 2^-stat_bits / M``
+``Q' m / 2^l + E`` with ``|E| <= B`` (the analysed bound); the flooding encryption adds
+``e u + s e1 + e2`` and the mask's trivial encryption a rounding ``|eps| <= 1/2``. The key owner
+knows s and the key's error e, so e2 must hide ``e u + s e1`` too (then ``c1 = c1' + p1 u + e1``
+is an RLWE sample with secret u: pseudorandom). A simulator that knows only the masked m outputs
+``round(Q' m / 2^l) + e2'`` and a fresh ``(u', e1')``; the two integer phases differ by a shift D
+with ``|D| <= S = floor(B + 1/2 + 2 N eta + 1/2)`` (``||e u||, ||s e1|| <= N eta`` for ternary u, s
+and CBD(eta) e, e1), and e2 uniform on [-F, F] makes them ``|D| / (2F + 1)`` apart.
+``F = ceil((2^stat_bits M S - 1) / 2)`` makes that ``<= 2^-stat_bits / M``
 per coefficient; every coefficient has its own e2, so a hybrid over the at most M coefficients
 of a query (data noise chosen adaptively or not) puts the key owner's view of the whole query
 within ``2^-stat_bits`` of the simulation. The claim is per query: q queries are within
@@ -225,7 +230,7 @@ class HEParams:
                 raise ParameterError(
                     f"HE set {self.name!r}: log2 Q = {logq:.1f} exceeds the 128-bit bound {bound} for "
                     f"N = {n} (HE security standard 2018, ternary secret)")
-            if self.eta * 2 < 21:
+            if self.eta < 21:
                 raise ParameterError(f"HE set {self.name!r}: error CBD({self.eta}) is narrower than sigma 3.2")
         for wname, ops in self.workloads:
             rep = analyze(self, ops)
@@ -274,9 +279,10 @@ class NoiseReport:
 
     ``data``: data-dependent noise before flooding; ``total``: bound at decryption;
     ``capacity``: Q'/2^(l+1); ``failure_log2``: log2 of the decryption-failure probability
-    (``-inf``: impossible, the bound is a worst case); ``shift``: S = floor(B + 1/2), the largest
-    integer shift between the real and the simulated phase before flooding (B: the bound before
-    flooding); ``sd_log2``: log2 of the statistical distance per flooded coefficient,
+    (``-inf``: impossible, the bound is a worst case); ``shift``: S = floor(B + 1/2 + 2 N eta + 1/2),
+    the largest integer shift between the real and the simulated phase (B: the bound before
+    flooding; the mask's rounding; the key owner's view e u + s e1 of the flooding randomness;
+    the simulator's rounding); ``sd_log2``: log2 of the statistical distance per flooded coefficient,
     S / (2F + 1); ``sd_query_log2``: per query, M S / (2F + 1) (M = ``max_flooded``).
     """
 
@@ -359,8 +365,10 @@ def analyze(he: HEParams, ops, flood_bound: int | None = None) -> NoiseReport:
       coefficients (centred): noise times t 2^(b-1), data-dependent;
     * ``("mod_switch", level)``: drop primes down to ``level``; per dropped p the noise becomes
       E/p + (1 + N)/2 (rounding of c0 and of c1 s, ||s||_1 <= N), the rounding part data-dependent;
-    * ``("flood",)``: add a public-key encryption of 0 with e2 uniform on [-F, F]: + 2 N eta + F;
-      requires ``2F + 1 >= 2^stat_bits M S`` with S = floor(B + 1/2), B the bound before flooding
+    * ``("flood",)``: add a public-key encryption of 0 with e2 uniform on [-F, F] and subtract the
+      mask's trivial encryption: + 2 N eta + F + 1/2;
+      requires ``2F + 1 >= 2^stat_bits M S`` with S = floor(B + 2 N eta + 1), B the bound before
+      flooding
       (the whole query's M coefficients are then within 2^-stat_bits; module docstring), i.e.
       ``F >= required_flood = floor(2^stat_bits M S / 2)``.
 
@@ -397,9 +405,12 @@ def analyze(he: HEParams, ops, flood_bound: int | None = None) -> NoiseReport:
             level = target
         elif kind == "flood":
             flooded = True
-            shift = math.floor(data + indep + half)
+            # S bounds the integer shift between the real and the simulated phase: the data
+            # noise B, the mask's encoding rounding (1/2), the key owner's view of the fresh
+            # randomness e u + s e1 (||e u||, ||s e1|| <= N eta each) and the simulator's rounding.
+            shift = math.floor(data + indep + half + 2 * n * eta + half)
             req = (shift * he.max_flooded << he.stat_bits) // 2  # = ceil((2^stat M S - 1) / 2)
-            indep += 2 * n * eta + F
+            indep += 2 * n * eta + F + half  # the flooding encryption and the mask's rounding
         else:
             raise ParameterError(f"unknown noise-analysis operation {op!r}")
     cap = Fraction(he.q(level), 1 << (he.plain_bits + 1))
@@ -479,35 +490,38 @@ TINY32 = register_he(HEParams(
 BERT_BASE_FLOODED = 1 << 26
 
 # COP, l = 64 (the paper's linear ring), BERT-base worst case: k = 3072 terms (Linear_h2), up to
-# 16 packed results per ciphertext (d_out >= 512 at N = 8192). Response modulus: the three
-# 48-bit primes (Q' ~ 2^144); the two 37-bit primes are dropped before flooding (they absorb the
-# 2^83 data noise of the MAC; what is left is mostly the (N+1)/2 rounding noise, S = 2^12.17),
-# flooded with F = 2^40 M S / 2 = 2^77.17 (wide sampler): 2^-40 per query; log Q = 218.
-# derivation: ntt_primes(48, 8192, 3) + ntt_primes(37, 8192, 2)
+# 16 packed results per ciphertext (d_out >= 512 at N = 8192). The flooding shift S counts the
+# data noise, the mask's rounding, the key owner's view of the flooding randomness e u + s e1
+# (<= 2 N eta = 2^18.39) and the simulator's rounding (analyze, "flood"), so F = 2^40 M S / 2
+# ~ 2^84.7 and Q' must exceed 2^(65 + 84.7): three kept 51-bit primes (Q' ~ 2^153, margin 3.26
+# bits); two 32-bit primes are dropped before flooding (they absorb the 2^83 MAC noise down to
+# 2^19, S = 876,735 = 2^19.74). log Q = 217.0. (Keeping a fourth prime instead, 48x3 + 37 kept,
+# costs 181 response bits against 153.)
+# derivation: ntt_primes(51, 8192, 3) + ntt_primes(32, 8192, 2)
 COP64 = register_he(_sized(
     "cop-n8192-l64", 8192,
-    (281474976694273, 281474976546817, 281474976317441, 137438822401, 137438773249), 64, 3,
+    (2251799813554177, 2251799813472257, 2251799813406721, 4294475777, 4293918721), 64, 3,
     (("cop-bert-base", cop_workload(3072, 16, 64, 3)),), max_flooded=BERT_BASE_FLOODED))
 
 # Products of two shared matrices (Q K^T, P V), l = 64: the key owner's fresh *symmetric*
-# ciphertext of its share (a public-key one adds 2^14 to the noise and cannot meet the per-query
-# bound at N = 8192) times the other share as a plaintext polynomial with up to N non-zero
-# 64-bit coefficients, 2 products summed; same primes as COP64 (the response modulus is set by
-# F, not by the workload), F = 2^77.06; same query budget M.
-# derivation: ntt_primes(48, 8192, 3) + ntt_primes(37, 8192, 2)
+# ciphertext of its share (a public-key one adds 2 N eta to the data noise) times the other share
+# as a plaintext polynomial with up to N non-zero 64-bit coefficients, 2 products summed; same
+# primes as COP64 (the response modulus is set by F, not by the workload), F = 2^84.0; same
+# query budget M.
+# derivation: ntt_primes(51, 8192, 3) + ntt_primes(32, 8192, 2)
 MATMUL64 = register_he(_sized(
     "matmul-n8192-l64", 8192,
-    (281474976694273, 281474976546817, 281474976317441, 137438822401, 137438773249), 64, 3,
+    (2251799813554177, 2251799813472257, 2251799813406721, 4294475777, 4293918721), 64, 3,
     (("matmul-bert-base", matmul_workload(8192, 8192, 2, 64, 3, fresh="sk")),),
     max_flooded=BERT_BASE_FLOODED))
 
-# Trade-off (docs/rlwe.md): the linear layers in Z_2^40 instead of Z_2^64: response modulus two
-# 60-bit primes (Q' ~ 2^120), one 50-bit prime dropped; log Q = 170.
-# derivation: ntt_primes(60, 8192, 2) + ntt_primes(50, 8192, 1)
+# Trade-off (docs/rlwe.md): the linear layers in Z_2^40 instead of Z_2^64: response modulus three
+# 42-bit primes (Q' ~ 2^126, F = 2^83.41, margin 1.59 bits), one 50-bit prime dropped; log Q = 176.
+# derivation: ntt_primes(42, 8192, 3) + ntt_primes(50, 8192, 1)
 COP40 = register_he(_sized(
     "cop-n8192-l40", 8192,
-    (1152921504606830593, 1152921504606748673, 1125899906826241), 40, 2,
-    (("cop-bert-base", cop_workload(3072, 16, 40, 2)),), max_flooded=BERT_BASE_FLOODED))
+    (4398046150657, 4398045708289, 4398045511681, 1125899906826241), 40, 3,
+    (("cop-bert-base", cop_workload(3072, 16, 40, 3)),), max_flooded=BERT_BASE_FLOODED))
 
 
 # -- seeded uniform part ----------------------------------------------------------------------

@@ -54,6 +54,7 @@ __all__ = [
     "cop_layout", "embed_layout", "stream_to_rows", "MatmulPlan", "matmul_plan", "encode_s", "encode_c",
     "target_positions", "decode_targets", "ideal_matmul", "matmul_cost", "matmul_he", "MatmulKey",
     "MatmulBlocks", "MatmulResponse", "SETUP_WINDOW", "SetupAck", "setup_messages", "setup_acks",
+    "query_flooded", "max_query_tokens", "check_query_tokens",
 ]
 
 #: Version of the linear-layer protocols and their setup/cache format (bound into the cache).
@@ -181,7 +182,13 @@ def pack_limit(he: HEParams, d_in: int) -> int:
 
 def cop_layout(he: HEParams, n_rows: int, d_in: int, d_out: int) -> PackLayout:
     """The packing of an (n_rows x d_in) @ (d_in x d_out) COP: dense (stride = widest chunk)
-    unless the noise budget limits the results per ciphertext."""
+    unless the noise budget limits the results per ciphertext. Raises ParameterError when
+    n_rows (tokens) exceeds :func:`max_query_tokens` of the set (its per-query flooding budget)."""
+    check_query_tokens(he, n_rows)
+    return _cop_layout(he, n_rows, d_in, d_out)
+
+
+def _cop_layout(he: HEParams, n_rows: int, d_in: int, d_out: int) -> PackLayout:
     widths = tuple(w for _ in range(n_rows) for _, w in column_chunks(he.n, d_out))
     limit = pack_limit(he, d_in)
     stride = max(widths)
@@ -450,11 +457,24 @@ def _pow2_upto(v: int) -> list[int]:
     return out + [v]
 
 
-@lru_cache(maxsize=256)
 def matmul_plan(he: HEParams, r: int, d: int, c: int) -> MatmulPlan:
     """The block sizes with the fewest bytes (seeded inputs + responses) whose noise workload
     (fresh symmetric ciphertext, product by a plaintext with db*cb non-zero l-bit coefficients,
-    sum of nd products, switch, flood) decrypts correctly and floods soundly."""
+    sum of nd products, switch, flood) decrypts correctly and floods soundly. Raises
+    ParameterError when a dimension (tokens) exceeds :func:`max_query_tokens` of the set."""
+    check_query_tokens(he, max(int(r), int(d), int(c)))
+    return _matmul_plan(he, int(r), int(d), int(c))
+
+
+@lru_cache(maxsize=4096)
+def _matmul_sound(he: HEParams, terms: int, products: int, lvl: int) -> bool:
+    rep = analyze(he, (("fresh_sk",), ("plain_mul", he.plain_bits, terms), ("add", products),
+                       ("mod_switch", lvl), ("flood",)))
+    return rep.correct and rep.flooding_ok
+
+
+@lru_cache(maxsize=1024)
+def _matmul_plan(he: HEParams, r: int, d: int, c: int) -> MatmulPlan:
     lvl = he.response_level or he.levels
     best = None
     for rb in _pow2_upto(r):
@@ -463,9 +483,7 @@ def matmul_plan(he: HEParams, r: int, d: int, c: int) -> MatmulPlan:
                 if rb * db * cb > he.n:
                     continue
                 p = MatmulPlan(r, d, c, rb, db, cb)
-                rep = analyze(he, (("fresh_sk",), ("plain_mul", he.plain_bits, db * cb), ("add", p.nd),
-                                   ("mod_switch", lvl), ("flood",)))
-                if not (rep.correct and rep.flooding_ok):
+                if not _matmul_sound(he, db * cb, p.nd, lvl):
                     continue
                 nbytes = p.nr * p.nd * he.levels * he.n * 61 // 8 + p.nr * p.nc * 2 * lvl * he.n * 61 // 8
                 if best is None or nbytes < best[0]:
@@ -473,6 +491,45 @@ def matmul_plan(he: HEParams, r: int, d: int, c: int) -> MatmulPlan:
     if best is None:
         raise ParameterError(f"HE set {he.name!r} cannot multiply {r}x{d} @ {d}x{c} shared matrices soundly")
     return best[1]
+
+
+# -- the per-query flooding budget (spec/he.py: M = max_flooded) -----------------------------
+def query_flooded(he: HEParams, tokens: int) -> int:
+    """Flooded coefficients the key owner decrypts in one BERT-base query of ``tokens`` tokens
+    under ``he``: the COP responses (embedding lookup + 12 layers) and both cross terms of the
+    attention products (Q K^T, P V; 12 heads, 12 layers), every coefficient of every response
+    ciphertext (the count ``spec.he.BERT_BASE_FLOODED`` is sized for)."""
+    t = int(tokens)
+    cts = 0
+    for s in bert_shapes():
+        cts += (_cop_layout(he, t, 1, s.d_out) if s.name == "embed" else _cop_layout(he, t, s.d_in, s.d_out)).count
+    for m, d, p in ((t, 64, t), (t, t, 64)):  # Q K^T, P V per head
+        p1, p2 = _matmul_plan(he, m, d, p), _matmul_plan(he, p, d, m)
+        cts += 12 * 12 * (p1.nr * p1.nc + p2.nr * p2.nc)
+    return cts * he.n
+
+
+@lru_cache(maxsize=64)
+def max_query_tokens(he: HEParams) -> int | None:
+    """The most tokens per query the set's flooding budget allows: the largest T such that every
+    BERT-base query of t <= T tokens floods at most M = ``he.max_flooded`` coefficients
+    (:func:`query_flooded`). None for sets whose budget is per coefficient (M = 1: test sets)."""
+    if he.max_flooded <= 1:
+        return None
+    t = 0
+    while t < 1 << 16 and query_flooded(he, t + 1) <= he.max_flooded:
+        t += 1
+    return t
+
+
+def check_query_tokens(he: HEParams, tokens: int) -> None:
+    """Refuse a query longer than :func:`max_query_tokens` with a ParameterError (both
+    implementations call it through :func:`cop_layout`, :func:`embed_layout`, :func:`matmul_plan`)."""
+    limit = max_query_tokens(he)
+    if limit is not None and int(tokens) > limit:
+        raise ParameterError(
+            f"HE set {he.name!r}: {int(tokens)} tokens exceed the per-query flooding budget "
+            f"(M = 2^{math.log2(he.max_flooded):.0f} coefficients allows at most {limit} tokens per query)")
 
 
 def encode_s(S_: np.ndarray, p: MatmulPlan, n: int) -> np.ndarray:
