@@ -92,7 +92,7 @@ def party_context(role: str):
     import nimbus
     from nimbus.spec import PRG, Ctx, get_preset
 
-    return Ctx(role, get_preset("bert-base"), PRG.from_os(), nimbus.implementation("optimized"))
+    return Ctx(role, get_preset("bert-base").require_secure(), PRG.from_os(), nimbus.implementation("optimized"))
 
 
 def server_main(port: int, network: str | None, share_seed: bytes) -> None:

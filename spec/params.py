@@ -118,6 +118,18 @@ class ParamSet:
         blob = json.dumps(self.describe(), sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(b"nimbus-params-v1\x00" + blob).digest()
 
+    @property
+    def test_only(self) -> bool:
+        """True when any component is flagged as insecure test parameters (e.g. the tiny preset)."""
+        comps = (self.he, self.ot, *(v for _, v in self.extra))
+        return any(getattr(c, "insecure", False) or getattr(c, "insecure_test_only", False) for c in comps)
+
+    def require_secure(self) -> "ParamSet":
+        """Refuse test-only parameters: production entry points (servers, clients, demos) call this."""
+        if self.test_only:
+            raise ParameterError(f"parameter set {self.name!r} is for tests only (insecure components)")
+        return self
+
     def component(self, name: str) -> Any:
         for k, v in self.extra:
             if k == name:

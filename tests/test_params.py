@@ -40,3 +40,10 @@ def test_registry_refuses_conflicting_redefinition_and_unknown_names():
         register_preset(ParamSet("tiny", Ring(20, 4), p.nonlinear))
     with pytest.raises(ParameterError, match="unknown parameter preset"):
         get_preset("nope")
+
+
+def test_test_presets_are_flagged_and_refused_by_production_entry_points():
+    assert get_preset("tiny").test_only and not get_preset("bert-base").test_only
+    with pytest.raises(ParameterError, match="tests only"):
+        get_preset("tiny").require_secure()
+    assert get_preset("bert-base").require_secure() is get_preset("bert-base")
