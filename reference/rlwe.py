@@ -27,12 +27,7 @@ __all__ = [
 
 
 # -- helpers (Python ints) ----------------------------------------------------------------------
-def _level(he, ct, comps: bool = True) -> int:
-    a = np.asarray(ct)
-    if a.dtype != np.uint64 or a.ndim < (3 if comps else 2) or a.shape[-1] != he.n \
-            or not 1 <= a.shape[-2] <= he.levels or (comps and a.shape[-3] != 2):
-        raise ShapeError(f"expected uint64 (..., {'2, ' if comps else ''}L<={he.levels}, {he.n}), got {a.dtype}{a.shape}")
-    return a.shape[-2]
+_level = H.ciphertext_level  # the shared boundary check (spec)
 
 
 def _lift(c: int, l: int) -> int:

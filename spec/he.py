@@ -75,7 +75,7 @@ from .prg import PRG, SEED_BYTES, WIDE_BOUND_LIMIT
 
 __all__ = [
     "HEParams", "SecretKey", "SECURITY_BOUND_128", "HE_PARAMS", "register_he", "get_he",
-    "is_prime", "ntt_primes", "he_of", "NoiseReport", "analyze", "cop_workload",
+    "is_prime", "ntt_primes", "he_of", "ciphertext_level", "NoiseReport", "analyze", "cop_workload",
     "matmul_workload", "RnsField", "SeededCiphertexts", "Ciphertexts", "PublicKeyMsg",
     "expand_a", "modulus", "ciphertext_bytes", "seeded_bytes", "TINY16", "TINY32", "COP64",
     "MATMUL64", "COP40", "A_LABEL", "draw_secret", "draw_error", "draw_uniform", "draw_flood",
@@ -250,6 +250,16 @@ def modulus(primes) -> int:
     for p in primes:
         q *= int(p)
     return q
+
+
+def ciphertext_level(he: HEParams, ct, comps: bool = True) -> int:
+    """The level L' of a ciphertext tensor ``(..., 2, L', N)`` (``comps=False``: ``(..., L', N)``),
+    after checking dtype and shape against ``he``; both implementations validate with this."""
+    a = np.asarray(ct)
+    if a.dtype != np.uint64 or a.ndim < (3 if comps else 2) or a.shape[-1] != he.n \
+            or not 1 <= a.shape[-2] <= he.levels or (comps and a.shape[-3] != 2):
+        raise ShapeError(f"expected uint64 (..., {'2, ' if comps else ''}L<={he.levels}, {he.n}), got {a.dtype}{a.shape}")
+    return a.shape[-2]
 
 
 def he_of(params) -> HEParams:

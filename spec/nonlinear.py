@@ -61,6 +61,7 @@ from .cost import Cost
 from .errors import ParameterError
 from .messages import BytesField, Message, packed_size
 from .ot import PI_KEY
+from .prg import PRG
 from .proto import CLIENT, SERVER
 from .protocols import ProtocolSpec, register_protocol
 
@@ -564,13 +565,13 @@ EXAMPLE_SHAPE = (16, 16)  #: docs/conformance examples (small: every docs build 
 
 
 def example_shares(shape, bits: int, seed: int = 0, bound_bits: int | None = None):
-    """Deterministic example secret and shares (not secret: docs and vectors only)."""
-    rng = np.random.default_rng(seed)
+    """Deterministic example secret and shares (test PRG: docs and vectors only)."""
+    prg = PRG.for_tests(f"nonlinear-example/{seed}")
     top = bits if bound_bits is None else bound_bits
-    x = rng.integers(0, 1 << min(top, 63), shape, dtype=np.uint64)
+    x = prg.uniform("x", shape, min(top, 63))
     if bound_bits is not None:  # signed values with |x| < 2^(bound_bits - 1)
         x = (x - np.uint64(1 << (bound_bits - 1))) & ring_mask(bits)
-    xc = rng.integers(0, 1 << 63, shape, dtype=np.uint64) & ring_mask(bits)
+    xc = prg.uniform("x_c", shape, bits)
     return x & ring_mask(bits), xc, (x - xc) & ring_mask(bits)
 
 

@@ -40,6 +40,7 @@ from nimbus.spec import polyfxp as _fxp
 from nimbus.spec import approx_tables as _tables
 
 from .cost import Cost
+from .prg import PRG
 from .errors import ParameterError, ShapeError
 from .nonlinear import (
     IdealCotSession, Flow, _f_acot, _f_downcast, _f_drelu, _f_max, _f_mux, _f_trunc, _gilboa, ring_mask,
@@ -367,9 +368,10 @@ def _fn_example(name: str):
             entry_for(DEFAULT_TABLE if name != "tanh" else TANH_TABLE, "exp" if name == "softmax" else name, params)
         elif params.nonlinear.frac + 2 * LN_PMIN < 0:
             raise ParameterError(f"layernorm needs a bert-base-like parameter set, not {params.name}")
-        rng = np.random.default_rng(9)
-        x = np.floor(rng.normal(-1.0, 2.0, shape) * (1 << params.linear.frac)).astype(np.int64).view(np.uint64)
-        xc = rng.integers(0, 1 << 63, shape, dtype=np.uint64)
+        prg = PRG.for_tests(f"nonlinear-example/{name}")
+        f = params.linear.frac  # public example inputs: uniform on [-7, 5), then the client's share
+        x = (prg.uniform_mod("x", shape, 12 << f).astype(np.int64) - (7 << f)).view(np.uint64)
+        xc = prg.uniform("x_c", shape, 64)
         oc, osv = IdealCotSession.pair(b"example/" + name.encode())
         return (oc, xc), (osv, x - xc), {}, (shape,)
     return example
@@ -555,14 +557,14 @@ def _recip_example(name: str):
             entry_for(RECIP_TABLE, "reciprocal", params)
             l, f = params.nonlinear.bits, params.nonlinear.frac
             s = np.arange(1 << (f - 1), 1 << (f + 7), 1 << (f - 3), dtype=np.uint64)[:64]
-            sc = np.random.default_rng(1).integers(0, 1 << l, s.shape, dtype=np.uint64)
+            sc = PRG.for_tests("nonlinear-example/reciprocal").uniform("s_c", s.shape, l)
             oc, osv = IdealCotSession.pair(b"example/recip")
             return (oc, sc, 8), (osv, (s - sc) & ring_mask(l), 8), {}, (s.shape, 8)
         if params.nonlinear.frac + 2 * LN_PMIN < 0:
             raise ParameterError(f"rsqrt needs a bert-base-like parameter set, not {params.name}")
         f = params.nonlinear.frac
         v = (np.arange(64, dtype=np.uint64) + np.uint64(1)) << np.uint64(f - 2)
-        vc = np.random.default_rng(2).integers(0, 1 << 63, v.shape, dtype=np.uint64)
+        vc = PRG.for_tests("nonlinear-example/rsqrt").uniform("v_c", v.shape, 64)
         oc, osv = IdealCotSession.pair(b"example/rsqrt")
         return (oc, vc), (osv, v - vc), {}, (v.shape,)
     return example
