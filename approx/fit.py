@@ -16,6 +16,7 @@ descent) when that lowers the same objective evaluated with the bit-exact fixed-
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
@@ -25,8 +26,9 @@ import numpy as np
 from . import fxp
 from .functions import TARGETS
 
-__all__ = ["FitSpec", "SPECS", "grid", "weighted_points", "search", "exact_coeffs", "fit_single",
-           "quantise", "make_entry", "fit_entry"]
+__all__ = ["FitSpec", "ChainSpec", "SPECS", "PRECISE_SPECS", "grid", "weighted_points", "search",
+           "exact_coeffs", "fit_single", "quantise", "make_entry", "fit_entry", "search_chain",
+           "horner_margin_bits", "make_chain_entry", "fit_chain_entry"]
 
 
 def grid(lo: float, hi: float, step_log2: int = 4) -> np.ndarray:
@@ -50,13 +52,45 @@ class FitSpec:
     domain: tuple[float, float] | None = None   # inputs the caller guarantees (exp: x <= 0)
 
 
-SPECS: dict[str, FitSpec] = {
+@dataclass(frozen=True)
+class ChainSpec:
+    """Several consecutive polynomial pieces: left tail | p_1 | ... | p_k | right tail, with
+    fixed degrees `degrees[t]` for p_t. Every breakpoint lies on `breaks` (the first one also
+    in `left_grid` of `base`, the last one in its `right_grid`; exp: the last piece runs to 0).
+    Candidate pieces whose Horner products could leave Z_2^l (conservative bound
+    `horner_margin_bits`, real coefficients) by less than `min_margin_bits` are excluded."""
+
+    base: FitSpec
+    degrees: tuple[int, ...]
+    breaks: tuple[float, ...]
+    min_margin_bits: float = 0.5
+
+    @property
+    def target(self) -> str:
+        return self.base.target
+
+    @property
+    def domain(self):
+        return self.base.domain
+
+
+SPECS: dict[str, FitSpec] = {  # the degree-2 / degree-3 tables (ours-minilm-global, -layers)
     "gelu": FitSpec("gelu", "zero", "identity", (1, 2), tuple(grid(-6, -0.5)), tuple(grid(0, 4)),
                     (-8.0, 8.0)),
     "exp": FitSpec("exp", "zero", None, (1, 2, 3), tuple(grid(-12, -1)), (), (-16.0, 0.0),
                    domain=(-np.inf, 0.0)),
     "tanh": FitSpec("tanh", "const-1", "const1", (1, 2, 3), tuple(grid(-5, -0.5)),
                     tuple(grid(0.5, 5)), (-4.0, 4.0), floor_eps=0.05),
+}
+
+#: The precise tables (ours-minilm-precise): one degree-6 GELU piece on a wider interval, and
+#: exp as two pieces (degree 2, then degree 4 up to 0) with the zero tail pushed out to about -6.
+#: (Degree-5 GELU fits as well under the density but leaves a 0.14 jump at its right end.)
+PRECISE_SPECS: dict[str, ChainSpec] = {
+    "gelu": ChainSpec(FitSpec("gelu", "zero", "identity", (6,), tuple(grid(-6, -0.5)),
+                              tuple(grid(0, 5)), (-8.0, 8.0)), (6,), tuple(grid(-6, 5))),
+    "exp": ChainSpec(FitSpec("exp", "zero", None, (2, 4), tuple(grid(-12, -1)), (), (-16.0, 0.0),
+                             domain=(-np.inf, 0.0)), (2, 4), tuple(grid(-12, 0))),
 }
 
 
@@ -180,18 +214,19 @@ def _fxp_objective(entry: dict, x: np.ndarray, w: np.ndarray, f: np.ndarray) -> 
 
 
 def _nudge(entry: dict, x, w, f, rounds: int = 2) -> dict:
-    """Coordinate descent of the poly coefficients by +-1 ulp on the fixed-point objective."""
-    poly = next(p for p in entry["pieces"] if p["kind"] == "poly")
+    """Coordinate descent of the poly coefficients by +-1 ulp on the fixed-point objective
+    (every poly piece, in order)."""
     best = _fxp_objective(entry, x, w, f)
     for _ in range(rounds):
-        for k in range(len(poly["coeffs"])):
-            for step in (1, -1):
-                poly["coeffs"][k] += step
-                val = _fxp_objective(entry, x, w, f)
-                if val < best:
-                    best = val
-                else:
-                    poly["coeffs"][k] -= step
+        for poly in (p for p in entry["pieces"] if p["kind"] == "poly"):
+            for k in range(len(poly["coeffs"])):
+                for step in (1, -1):
+                    poly["coeffs"][k] += step
+                    val = _fxp_objective(entry, x, w, f)
+                    if val < best:
+                        best = val
+                    else:
+                        poly["coeffs"][k] -= step
     return entry
 
 
@@ -206,6 +241,133 @@ def fit_entry(hist_points: tuple[np.ndarray, np.ndarray], spec: FitSpec, ring_bi
     entry = make_entry(spec, a, b, [quantise(c, frac_bits) for c in exact], ring_bits, frac_bits, exact)
     entry = _nudge(entry, x, w, f)
     report = {"breakpoints": [a] + ([b] if np.isfinite(b) else []), "degree": d,
+              "objective_float": obj, "objective_fxp": _fxp_objective(entry, x, w, f)}
+    return entry, report
+
+
+def horner_margin_bits(coeffs: np.ndarray, X: np.ndarray, ring_bits: int = 32,
+                       frac_bits: int = 13) -> np.ndarray:
+    """Vectorised twin of `certify.overflow_margin_bits` for real coefficients (..., d+1),
+    ascending, on |x| <= X: log2(2^(l-1-2f) / max_k |acc_k| X)."""
+    c = np.nan_to_num(np.abs(coeffs), nan=np.inf)
+    acc, worst = c[..., -1], np.zeros(c.shape[:-1])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # inf * 0: excluded
+        for k in range(c.shape[-1] - 2, -1, -1):
+            worst = np.maximum(worst, acc * X)
+            acc = acc * X + c[..., k] + 2.0**-frac_bits
+        return np.nan_to_num(np.log2(2.0 ** (ring_bits - 1 - 2 * frac_bits) / worst), nan=-np.inf)
+
+
+def _pair_residuals(x, w, f, idx, reals, d, center, scale, min_bits, last_open):
+    """Residual of the weighted LS degree-d fit on [g_i, g_j) for every pair of candidate
+    breakpoints (inf where i >= j or the overflow margin is too small). Moments in
+    u = (x - center)/scale (better conditioned; the residual does not depend on the basis),
+    solved by a batched pseudo-inverse (narrow intervals are nearly singular)."""
+    u = (x - center) / scale
+    mom = [_prefix(u, w, 1.0, k) for k in range(2 * d + 1)]
+    rhs = [_prefix(u, w, f, k) for k in range(d + 1)]
+    ff = _prefix(u, w, f * f, 0)
+    A, B = np.meshgrid(idx, idx, indexing="ij")
+    G = np.stack([np.stack([mom[j + k][B] - mom[j + k][A] for k in range(d + 1)], -1)
+                  for j in range(d + 1)], -2)
+    # a relative ridge keeps near-empty intervals solvable (they lose anyway: few points)
+    order = np.arange(len(idx))[:, None] < np.arange(len(idx))[None, :]
+    G = np.where(order[..., None, None], G, np.eye(d + 1))
+    t = np.stack([rhs[k][B] - rhs[k][A] for k in range(d + 1)], -1)
+    sol = (np.linalg.pinv(G, rcond=1e-13, hermitian=True) @ t[..., None])[..., 0]
+    res = ff[B] - ff[A] - (t * sol).sum(-1)
+    # back to the x basis: ((x - c)/s)^k = sum_m C(k, m) (-c)^(k-m) x^m / s^k
+    T = np.array([[math.comb(k, m) * (-center) ** (k - m) / scale**k if m <= k else 0.0
+                   for m in range(d + 1)] for k in range(d + 1)])
+    coef = sol @ T
+    ra, rb = np.meshgrid(reals, reals, indexing="ij")
+    X = np.maximum(np.abs(ra), np.abs(rb))
+    if last_open:   # the last column means "to the end of the domain"
+        X[:, -1] = np.maximum(np.abs(ra[:, -1]), abs(x[-1]))
+    res = np.where(order & (horner_margin_bits(coef, X) >= min_bits), res, np.inf)
+    return res
+
+
+def search_chain(x: np.ndarray, w: np.ndarray, spec: ChainSpec) -> tuple[list[float], float]:
+    """Best breakpoints [b_0, ..., b_k] (b_k = inf without a right tail) for
+    left tail | p_1 on [b_0, b_1) | ... | p_k on [b_(k-1), b_k) | right tail, by dynamic
+    programming over the pair residuals. Returns (breakpoints, objective)."""
+    base = spec.base
+    f = TARGETS[base.target].np_f(x)
+    dl = np.concatenate([[0.0], np.cumsum(w * (f - _tail_value(base.left, x)) ** 2)])
+    reals = np.array(sorted(set(spec.breaks)))
+    last_open = base.right is None
+    if last_open:
+        reals = np.concatenate([reals, [np.inf]])
+    idx = np.searchsorted(x, reals, side="left")
+    fin = reals[np.isfinite(reals)]
+    center, scale = (fin.max() + fin.min()) / 2, max(1.0, (fin.max() - fin.min()) / 2)
+    first_ok = np.isin(reals, np.array(base.left_grid))
+    if last_open:
+        last_ok = np.isinf(reals)
+        right = np.zeros(len(reals))
+    else:
+        last_ok = np.isin(reals, np.array(base.right_grid))
+        dr = np.concatenate([[0.0], np.cumsum(w * (f - _tail_value(base.right, x)) ** 2)])
+        right = dr[-1] - dr[idx]
+    V = np.where(first_ok, dl[idx], np.inf)
+    back = []
+    for d in spec.degrees:
+        R = _pair_residuals(x, w, f, idx, reals, d, center, scale, spec.min_margin_bits, last_open)
+        tot = V[:, None] + R
+        back.append(np.argmin(tot, axis=0))
+        V = tot[back[-1], np.arange(len(reals))]
+    final = np.where(last_ok, V + right, np.inf)
+    j = int(np.argmin(final))
+    obj = float(final[j])
+    if not np.isfinite(obj):
+        raise ValueError(f"no feasible chain for {base.target} with degrees {spec.degrees}")
+    path = [j]
+    for bk in reversed(back):
+        path.append(int(bk[path[-1]]))
+    return [float(reals[i]) for i in reversed(path)], obj
+
+
+def make_chain_entry(spec: ChainSpec, breaks: Sequence[float], coeffs: Sequence[Sequence[int]],
+                     ring_bits: int, frac_bits: int,
+                     exact: Sequence[Sequence[Fraction]] | None = None) -> dict:
+    """A table entry for left tail | p_1 | ... | p_k | right tail (breakpoints at 2^f)."""
+    base = spec.base
+    ints = [int(b * 2**frac_bits) if np.isfinite(b) else None for b in breaks]
+    pieces = []
+    if base.left:
+        pieces.append({"hi": ints[0], **_tail_piece(base.left, ring_bits, frac_bits)})
+    for t, q in enumerate(coeffs):
+        poly = {"kind": "poly", "coeffs": [int(v) for v in q]}
+        if exact is not None:
+            poly["coeffs_exact"] = [f"{c.numerator}/{c.denominator}" for c in exact[t]]
+        if base.left or t > 0:
+            poly["lo"] = ints[t]
+        if ints[t + 1] is not None:
+            poly["hi"] = ints[t + 1]
+        pieces.append(poly)
+    if base.right and ints[-1] is not None:
+        pieces.append({"lo": ints[-1], **_tail_piece(base.right, ring_bits, frac_bits)})
+    return {"function": base.target, "ring_bits": ring_bits, "frac_bits": frac_bits,
+            "pieces": pieces}
+
+
+def fit_chain_entry(hist_points: tuple[np.ndarray, np.ndarray], spec: ChainSpec,
+                    ring_bits: int = 32, frac_bits: int = 13) -> tuple[dict, dict]:
+    """`fit_entry` for a chain of polynomial pieces: search (dynamic programming), exact
+    rational solve per piece, quantise, nudge all coefficients on the fixed-point objective."""
+    x, w, wq = weighted_points(*hist_points, spec.base)
+    breaks, obj = search_chain(x, w, spec)
+    f = TARGETS[spec.target].np_f(x)
+    exact, quant = [], []
+    for t, d in enumerate(spec.degrees):
+        mid = (x >= breaks[t]) & (x < breaks[t + 1])
+        e = exact_coeffs(x[mid], [q for q, m in zip(wq, mid) if m], f[mid], d)
+        exact.append(e)
+        quant.append([quantise(c, frac_bits) for c in e])
+    entry = make_chain_entry(spec, breaks, quant, ring_bits, frac_bits, exact)
+    entry = _nudge(entry, x, w, f)
+    report = {"breakpoints": [b for b in breaks if np.isfinite(b)], "degree": list(spec.degrees),
               "objective_float": obj, "objective_fxp": _fxp_objective(entry, x, w, f)}
     return entry, report
 

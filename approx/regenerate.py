@@ -7,6 +7,7 @@
 
 Files under approx/tables/: calibration-minilm.json (and calibration-bert-base-random.json),
 the tables nimbus-prototype, bumblebee, ours-minilm-global, ours-minilm-layers,
+ours-minilm-precise (GELU and exp with several pieces / higher degrees),
 ours-bert-base-random-global, and certificates.json. Deterministic; re-fitting takes seconds.
 """
 
@@ -23,7 +24,8 @@ import numpy as np
 from . import baselines, calibrate, certify, fit, fxp, tables
 from .calibrate import Histogram
 
-__all__ = ["RING_BITS", "FRAC_BITS", "INITIAL_APPROX", "merged", "build_tables", "build_all", "main"]
+__all__ = ["RING_BITS", "FRAC_BITS", "INITIAL_APPROX", "merged", "build_tables", "build_precise_tables",
+           "build_all", "main"]
 
 RING_BITS, FRAC_BITS = 32, 13
 # Initial approximations for Newton: the caller normalises the input by a power of 2 (4 for
@@ -88,6 +90,22 @@ def build_tables(name: str, calib: dict, per_layer: bool, l: int = RING_BITS,
     return table, certs
 
 
+def build_precise_tables(name: str, calib: dict, l: int = RING_BITS,
+                         f: int = FRAC_BITS) -> tuple[dict, dict]:
+    """The precise tables (`fit.PRECISE_SPECS`: several polynomial pieces, higher degrees),
+    GELU and exp only, pooled over layers: (table file, certificates)."""
+    entries, reports, certs = {}, {}, {}
+    for fn, spec in fit.PRECISE_SPECS.items():
+        points = merged(calib[fn]).points()
+        entries[fn], reports[fn] = fit.fit_chain_entry(points, spec, l, f)
+        certs[fn] = certify.certify_entry(entries[fn], spec.domain, points)
+    table = {"name": name, "semantics": fxp.SEMANTICS, "source": calib["model"],
+             "calibration": {k: calib[k] for k in ("tokens", "snippets", "text", "seed")},
+             "input_ranges": {k: v for k, v in _input_ranges(calib).items() if k in ("exp", "gelu")},
+             "fit": reports, "entries": entries}
+    return table, certs
+
+
 def _input_ranges(calib: dict) -> dict:
     return {"exp": "x = s - rowmax(s) <= 0 (softmax)", "gelu": "any", "tanh": "any (pooler)",
             "reciprocal": "[0.5, 1): softmax row sum (calibrated range below) divided by 2^k",
@@ -125,6 +143,8 @@ def build_all(calibs: dict, l: int = RING_BITS, f: int = FRAC_BITS) -> dict[str,
         files[stem], certs[stem] = _baseline(stem, entries, points)
     files["ours-minilm-global"], certs["ours-minilm-global"] = build_tables("ours-minilm-global", mini, False, l, f)
     files["ours-minilm-layers"], certs["ours-minilm-layers"] = build_tables("ours-minilm-layers", mini, True, l, f)
+    files["ours-minilm-precise"], certs["ours-minilm-precise"] = build_precise_tables(
+        "ours-minilm-precise", mini, l, f)
     if "bert-base-random" in calibs:
         stem = "ours-bert-base-random-global"
         files[stem], certs[stem] = build_tables(stem, calibs["bert-base-random"], False, l, f)

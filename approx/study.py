@@ -6,8 +6,10 @@ Every GELU and every softmax exp of the classifier (frozen all-MiniLM-L6-v2 + lo
 built by `python -m nimbus.models.classifier`) is evaluated with a table entry under the exact
 fixed-point semantics of `nimbus.approx.fxp` (input down-cast by floor to the entry's format);
 everything else stays float64. Variants: float, the Nimbus prototype's coefficients, the
-BumbleBee baseline, ours (global), ours (per layer). Reported on the held-out Rotten Tomatoes
-split: accuracy, its difference to float, agreement of predictions with float, max |logit diff|.
+BumbleBee baseline, ours (global), ours (per layer), ours (precise: degree-6 GELU, two-piece
+exp). Reported on the held-out Rotten Tomatoes
+split: accuracy, its difference to float, agreement of predictions with float, max and mean
+|logit diff|.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ VARIANTS = {  # name -> table stem (None: float)
     "bumblebee": "bumblebee",
     "ours-global": "ours-minilm-global",
     "ours-per-layer": "ours-minilm-layers",
+    "ours-precise": "ours-minilm-precise",
 }
 DEFAULT_MODEL_DIR = Path.home() / ".cache" / "nimbus" / "classifier-minilm-rt"
 
@@ -82,6 +85,7 @@ def run_study(model_dir: Path, n: int | None = None, variants: Sequence[str] = t
             "accuracy": float((pred == labels).mean()),
             "agreement_with_float": float((pred == base.argmax(1)).mean()),
             "max_abs_logit_diff": float(np.abs(logits - base).max()),
+            "mean_abs_logit_diff": float(np.abs(logits - base).mean()),
             "seconds": round(time.time() - t0, 1)}
     acc0 = results[variants[0]]["accuracy"]
     for r in results.values():
@@ -90,11 +94,12 @@ def run_study(model_dir: Path, n: int | None = None, variants: Sequence[str] = t
 
 
 def _markdown(report: dict) -> str:
-    rows = ["| variant | accuracy | delta vs float | agreement with float | max abs logit diff |",
-            "|---|---|---|---|---|"]
+    rows = ["| variant | accuracy | delta vs float | agreement with float | max abs logit diff | mean abs logit diff |",
+            "|---|---|---|---|---|---|"]
     for name, r in report["results"].items():
         rows.append(f"| {name} | {100 * r['accuracy']:.2f}% | {100 * r['accuracy_delta_vs_float']:+.2f} pp | "
-                    f"{100 * r['agreement_with_float']:.2f}% | {r['max_abs_logit_diff']:.4f} |")
+                    f"{100 * r['agreement_with_float']:.2f}% | {r['max_abs_logit_diff']:.4f} | "
+                    f"{r['mean_abs_logit_diff']:.4f} |")
     return "\n".join(rows)
 
 

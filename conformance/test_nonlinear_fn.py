@@ -158,6 +158,7 @@ def test_round_budgets():
     """Round trips at the benchmark shapes (declared; the benchmark measures the same)."""
     assert F.gelu_cost(BERT, (128, 3072)).round_trips <= 20
     assert F.softmax_cost(BERT, (12, 128, 128)).round_trips <= 60
+    assert F.layernorm_cost(BERT, (128, 768)).round_trips <= 20
 
 
 @_few(8)
@@ -235,3 +236,17 @@ def test_rsqrt_exact(impl, v):
     assert r.transcript.cost() == F.rsqrt_cost(BERT, v.shape)
     ref = 1 / np.sqrt(v / 8192.0)
     assert np.all(np.abs(got.view(np.int64) / 8192 - ref) <= 1.5e-3 * ref + 2.5e-4)
+
+
+def test_softmax_bumblebee_exp(impl):
+    """BumbleBee's exp (1 + x/2^8)^(2^8) in Z_2^64 (cut at -14) behind the same softmax: its output
+    is down-cast exactly into the reciprocal's ring; bit for bit the ideal, declared = measured."""
+    rng = np.random.default_rng(9)
+    xr = rng.normal(0.0, 2.0, (2, 16))
+    X, xc, xs = shares(np.floor(xr * (1 << FL)).astype(np.int64), 9)
+    r = run(impl, "softmax", (xc,), (xs,), table="bumblebee", trunc="exact")
+    assert_same(r.client + r.server, F.ideal_softmax(X, BERT, table="bumblebee"))
+    assert r.transcript.cost() == F.softmax_cost(BERT, X.shape, table="bumblebee", trunc="exact")
+    ref = np.exp(xr - xr.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    assert np.abs((r.client + r.server).view(np.int64) / 2.0**FL - ref).max() < 1e-2

@@ -43,18 +43,19 @@ from .cost import Cost
 from .prg import PRG
 from .errors import ParameterError, ShapeError
 from .nonlinear import (
-    IdealCotSession, Flow, _f_acot, _f_downcast, _f_drelu, _f_max, _f_mux, _f_trunc, _gilboa, ring_mask,
+    IdealCotSession, Flow, _f_acot, _f_downcast, _f_drelu, _f_max, _f_millionaire, _f_mux, _f_trunc, _gilboa,
+    ring_mask,
 )
 from .protocols import ProtocolSpec, register_protocol
 
 __all__ = [
     "DEFAULT_TABLE", "RECIP_TABLE", "TANH_TABLE", "RECIP_ITERS", "SOFTMAX_TRUNC", "FN_TRUNC",
-    "softmax_faithful_bound", "unary_faithful_bound", "entry_for", "horner_trunc_mode", "is_faithful", "encode_mask", "recip_range",
+    "softmax_faithful_bound", "softmax_product_bits", "unary_faithful_bound", "entry_for", "horner_trunc_mode", "horner_product_bits", "is_faithful", "encode_mask", "recip_range",
     "ideal_gelu", "ideal_tanh", "ideal_unary", "ideal_softmax", "ideal_reciprocal", "ideal_to_small",
     "gelu_cost", "tanh_cost", "unary_cost", "softmax_cost",
     "RSQRT_TABLE", "RSQRT_ITERS", "LN_K", "LN_FV", "LN_FD", "LN_PMIN", "LN_PMAX", "rsqrt_entry",
     "ideal_rsqrt", "ideal_layernorm", "layernorm_cost", "ideal_reciprocal_ring", "reciprocal_cost",
-    "ideal_rsqrt_ring", "rsqrt_cost",
+    "ideal_rsqrt_ring", "rsqrt_cost", "RSQ_K", "rsq_thresholds", "rsq_segments",
 ]
 
 DEFAULT_TABLE = "nimbus-prototype"  #: the prototype's coefficients: the initial table
@@ -135,6 +136,46 @@ def horner_trunc_mode(entry: dict, j: int, domain_hi: int | None = None, faithfu
     if _horner_safe(key, domain_hi):
         return "msb1" if faithful else "msb"
     return "exact"
+
+
+@lru_cache(maxsize=None)
+def _horner_bits(table_key: tuple, domain_hi) -> tuple | None:
+    entry, j = _KEYED[table_key]
+    l, f = int(entry["ring_bits"]), int(entry["frac_bits"])
+    lo, hi = _piece_range(entry, j, domain_hi)
+    c = [int(q) for q in entry["pieces"][j]["coeffs"]]
+    if hi - lo > 1 << 22 or len(c) < 3:
+        return None
+    x = np.arange(lo, hi, dtype=np.int64)
+    X = int(np.abs(x).max())
+    acc = np.full(x.shape, c[-1], dtype=np.int64)
+    err = 0  # |faithful acc - exact acc| (ulp): e_k <= e_(k+1) X / 2^f + 2 (unary_faithful_bound)
+    out = []
+    for k in range(len(c) - 2, -1, -1):
+        prod = acc * x  # exact: the piece passed _horner_safe (|prod| < 2^(l-2))
+        if k < len(c) - 2:  # a secure product: the smallest ring that holds it with a known MSB
+            m = int(np.abs(acc).max() + err) * X
+            out.append(min(l, max(f + 3, m.bit_length() + 2)))
+        acc = (prod >> np.int64(f)) + c[k]
+        err = -(-err * X // (1 << f)) + 2
+    return tuple(out)
+
+
+def horner_product_bits(entry: dict, j: int, domain_hi: int | None = None) -> tuple | None:
+    """Ring widths of piece j's secure Horner products (steps k = d-2 .. 0), or None (use the
+    entry's ring): the smallest k with max |acc x| < 2^(k-2) over the piece's fixed-point inputs
+    (checked exhaustively, with the faithful mode's accumulated error as margin). The product is
+    computed in Z_2^k from the shares reduced mod 2^k (exact: |acc x| < 2^(k-2)) and the Horner
+    truncation is fused with the extension back to Z_2^l (``trunc_upcast``): Gilboa costs
+    k(k+1)/2 instead of l(l+1)/2 bits per element each way. Only for pieces whose Horner steps use
+    the known-MSB truncation (``horner_trunc_mode`` != exact)."""
+    import json
+
+    if horner_trunc_mode(entry, j, domain_hi) == "exact":
+        return None
+    key = (json.dumps(entry, sort_keys=True), j)
+    _KEYED[key] = (entry, j)
+    return _horner_bits(key, domain_hi)
 
 
 def encode_mask(mask, shape, l: int, f: int) -> np.ndarray:
@@ -219,6 +260,41 @@ def ideal_reciprocal(s: np.ndarray, entry: dict, J: int, iters: int = RECIP_ITER
     return _floor_div(y * P, l, J)
 
 
+@lru_cache(maxsize=None)
+def _softmax_prod_bits(table: str, J: int, l: int, f: int, rl: int, rf: int) -> int:
+    ent = _entry(table, "exp")
+    rent = _entry(RECIP_TABLE, "reciprocal")
+    lo = min((int(p.get("lo", 0)) for p in ent["pieces"] if p["kind"] != "zero"), default=0)
+    if -lo > 1 << 23:
+        return rl
+    e = _fxp.evaluate_fxp_array(ent, np.arange(lo, 1, dtype=np.int64))
+    if (l, f) != (rl, rf):
+        e = e >> np.int64(f - rf)
+    e_max, e0 = int(np.abs(e).max()), int(e[-1])
+    if e0 < 1 << (rf - 1):
+        return rl
+    top = min(1 << (rf + J), e0 + (1 << 16))
+    r = ideal_reciprocal(np.arange(e0, top, dtype=np.int64), rent, J)
+    r_max = int(np.abs(r).max())
+    if top < 1 << (rf + J):  # larger sums: 1/s with a factor 2 of margin (the error is <= 2 ulp)
+        r_max = max(r_max, 2 * (1 << (2 * rf)) // top + 16)
+    bound = e_max * (r_max + 16)  # + 16 ulp: the faithful reciprocal's error (<= 6)
+    return min(rl, max(2 * rf - 15, bound.bit_length() + 2))
+
+
+def softmax_product_bits(params, n: int, table: str = DEFAULT_TABLE) -> int:
+    """Ring width of softmax's broadcast product e * r: the smallest k with |e r| < 2^(k-2) for
+    every exp value e (the entry, exhaustively) and every r = reciprocal(s), s >= e(0) (the row
+    maximum has d = 0, so s >= e(0); exhaustively for s < e(0) + 2^16, above by 2/s), plus 16 ulp. The
+    product is computed in Z_2^k from the shares reduced mod 2^k (exact) and its truncation is
+    fused with the extension into the linear ring: 28 instead of 32 bits for the Nimbus tables
+    (Gilboa: 406 instead of 528 bits per element each way)."""
+    ent = entry_for(table, "exp", params)
+    rent = entry_for(RECIP_TABLE, "reciprocal", params)
+    return _softmax_prod_bits(table, recip_range(n, ent), int(ent["ring_bits"]), int(ent["frac_bits"]),
+                              int(rent["ring_bits"]), int(rent["frac_bits"]))
+
+
 def ideal_softmax(X, params, in_frac: int | None = None, mask=None, table: str = DEFAULT_TABLE) -> np.ndarray:
     """The secret output of ``softmax`` with ``trunc="exact"`` (ring elements, linear ring)."""
     in_frac = params.linear.frac if in_frac is None else in_frac
@@ -233,9 +309,12 @@ def ideal_softmax(X, params, in_frac: int | None = None, mask=None, table: str =
     rows = x.reshape(-1, shp[-1])
     d = _lift(rows - rows.max(axis=1, keepdims=True), l)
     e = _fxp.evaluate_fxp_array(ent, d)
-    s = _lift(e.sum(axis=1), l)
+    rl, rf = int(rent["ring_bits"]), int(rent["frac_bits"])
+    if (l, f) != (rl, rf):  # the exp's ring -> the reciprocal's (BumbleBee: exact down-cast)
+        e = _lift(e >> np.int64(f - rf), rl)
+    s = _lift(e.sum(axis=1), rl)
     r = ideal_reciprocal(s, rent, recip_range(shp[-1], ent))
-    out = _floor_div(e * r[:, None], l, 2 * f - params.linear.frac)
+    out = _floor_div(e * r[:, None], rl, 2 * rf - params.linear.frac)
     return _to_ring(out, params.linear.bits).reshape(shp)
 
 
@@ -259,13 +338,15 @@ def _f_to_linear(params, n: int, l: int) -> Flow:
     return _f_trunc(n, l, 0, "msb", L - l, L, 4) if l < L else Flow()
 
 
-def _f_poly(n: int, coeffs, l: int, f: int, mode: str) -> Flow:
+def _f_poly(n: int, coeffs, l: int, f: int, mode: str, kbits=None) -> Flow:
     fl = Flow()
     d = len(coeffs) - 1
     for k in range(d - 1, -1, -1):
         if k < d - 1:
-            fl = fl + _f_mul(n, l)
-        fl = fl + _f_trunc(n, l, f, mode, f, l, 4)
+            kb = kbits[d - 2 - k] if kbits else l
+            fl = fl + _f_mul(n, kb) + _f_trunc(n, kb, f, mode, l - kb + f, l, 4)
+        else:
+            fl = fl + _f_trunc(n, l, f, mode, f, l, 4)
     return fl
 
 
@@ -279,7 +360,8 @@ def _f_piecewise(n: int, entry: dict, domain_hi=None, faithful=False) -> Flow:
             continue
         nz += 1
         if pc["kind"] == "poly":
-            fl = fl + _f_poly(n, pc["coeffs"], l, f, horner_trunc_mode(entry, j, domain_hi, faithful))
+            fl = fl + _f_poly(n, pc["coeffs"], l, f, horner_trunc_mode(entry, j, domain_hi, faithful),
+                              horner_product_bits(entry, j, domain_hi))
         elif pc["kind"] == "pow2chain":
             fl = fl + _f_trunc(n, l, int(pc["n"]), "exact", int(pc["n"]), l, 4)
             for _ in range(int(pc["n"])):
@@ -353,9 +435,13 @@ def softmax_cost(params, shape, in_frac: int | None = None, table: str = DEFAULT
     mode = "msb1" if faithful else "msb"
     fl = _f_to_small(params, n, in_frac, l, f) + _f_max(rows, cols, l, 4)
     fl = fl + _f_piecewise(n, ent, 0)
+    rl, rf = int(rent["ring_bits"]), int(rent["frac_bits"])
+    if (l, f) != (rl, rf):
+        fl = fl + _f_downcast(n, f - rf, rl, "exact", 4)
     fl = fl + _f_reciprocal(rows, rent, recip_range(cols, ent), RECIP_ITERS, mode)
-    L = params.linear.bits
-    fl = fl + _f_mul(n, l) + _f_trunc(n, l, 2 * f - params.linear.frac, mode, L - l + 2 * f - params.linear.frac, L, 4)
+    L, sh = params.linear.bits, 2 * rf - params.linear.frac
+    kb = softmax_product_bits(params, cols, table)
+    fl = fl + _f_mul(n, kb) + _f_trunc(n, kb, sh, mode, L - kb + sh, L, 4)
     return fl.cost()
 
 
@@ -392,56 +478,136 @@ for _name, _ideal, _cost, _ref in (
 
 
 # -- LayerNorm -------------------------------------------------------------------------------------
-RSQRT_TABLE = "ours-minilm-global"  #: initial approximation of 1/sqrt(x) on [1/4, 1)
-RSQRT_ITERS = 2  #: Newton steps (the certificate's ``newton_iterations_to_2^-f``)
-LN_K = 30  #: 1/n as round(2^K / n)
-LN_MAX_FEATURES = 1024  #: |z-score| <= sqrt(n - 1) < 2^(l - 1 - LN_FD - ...) holds for n <= 1024
-LN_FV = 6  #: fraction bits of x - mean when squared (|x - mean| < 2^(l/2 - 1 - FV) = 512)
+RSQRT_TABLE = "ours-minilm-global"  #: (legacy) quadratic of 1/sqrt(x) on [1/4, 1): no longer used
+RSQRT_ITERS = 0  #: Newton steps: none (the thermometer's piecewise-linear fit is the approximation)
+LN_K = 30  #: 1/n as round(2^K / n) (the mean; also the model's pooler)
+LN_MAX_FEATURES = 1024  #: |z-score| <= sqrt(n - 1) < 32 needs n <= 1024 (LN_FD)
+LN_FV = 6  #: fraction bits of x - mean when squared (|x - mean| < 512)
 LN_FD = 12  #: fraction bits of x - mean in the final product (|z-score| < 32, true for n <= 1024)
-LN_PMIN, LN_PMAX = -6, 14  #: v = var + eps in [2^-13, 4^14): v / 4^p in [1/4, 1) for p in [PMIN, PMAX]
+LN_PMIN, LN_PMAX = -6, 14  #: (legacy) the documented input range of rsqrt: v in [2^-13, 4^14)
+RSQ_K = 8  #: segments per octave of V (ratio 2^(1/8)): relative fit error <= 3.6e-4
+RSQ_VBITS = 41  #: V < 2^41
+RSQ_CMP_BITS = 43  #: thermometer comparisons of V - T in Z_2^43 (|V - T| < 2^42)
+RSQ_RADIX = 3  #: millionaire radix of the thermometer (14 leaves of 3 bits: 4 AND levels)
+RSQ_TIER_J, RSQ_TIER_SH = 30, 10  #: octaves j >= 30 use floor(V / 2^10) in the linear term
+RSQ_TR = 36  #: fraction bits of the per-segment constants (R = A + B v' at scale 2^(f + TR))
+RSQ_TR_RADIX = 6  #: millionaire radix of the final per-row truncation (6 leaves: 3 levels)
+LN_DC_RADIX = 3  #: millionaire radix of LayerNorm's two down-cast carries (fewer bytes, same levels)
 
 
 def _ln_consts(params, n: int, eps: float):
+    """(c, E): c = round(2^K / n) (the mean's public reciprocal) and the eps term
+    E = max(1, round(eps C)), C = n 2^(2 FV) (V = sum dv^2 + E = C (var + eps))."""
     if not 1 <= n <= LN_MAX_FEATURES:  # |z-score| <= sqrt(n - 1) < 32 needs n <= 1024 (LN_FD)
         raise ParameterError(f"LayerNorm over {n} features: supported up to {LN_MAX_FEATURES}")
-    f = params.nonlinear.frac
-    return round((1 << LN_K) / n), max(1, round(eps * (1 << f)))
+    C = float(n) * 2.0 ** (2 * LN_FV)
+    return round((1 << LN_K) / n), max(1, int(math.floor(eps * C + 0.5)))
+
+
+def _iroot_ceil(i: int, k: int) -> int:
+    """The smallest integer T >= 1 with T^k >= 2^i (exact integer arithmetic)."""
+    t = max(1, int(2.0 ** (i / k)))
+    while t ** k < (1 << i):
+        t += 1
+    while t > 1 and (t - 1) ** k >= (1 << i):
+        t -= 1
+    return t
+
+
+@lru_cache(maxsize=None)
+def rsq_thresholds() -> tuple:
+    """The thermometer's thresholds: the distinct ceil(2^(i/K)), 0 < i < VBITS K, increasing.
+    Segment s (s = number of thresholds <= V) is [T_(s-1), T_s) with T_(-1) = 1 (or 0)."""
+    out = []
+    for i in range(1, RSQ_VBITS * RSQ_K):
+        t = _iroot_ceil(i, RSQ_K)
+        if not out or t > out[-1]:
+            out.append(t)
+    return tuple(out)
+
+
+def _bisect_tangent(G: float, b: float, lo: float, hi: float) -> float:
+    """c in [lo, hi] with g'(c) = b for g(V) = G / sqrt(V) (bisection: IEEE +,*,/,sqrt only)."""
+    for _ in range(200):
+        c = (lo + hi) / 2
+        if -G / (2 * c * math.sqrt(c)) < b:  # g' increases with c
+            lo = c
+        else:
+            hi = c
+    return (lo + hi) / 2
+
+
+@lru_cache(maxsize=None)
+def rsq_segments(G: float, f: int) -> tuple:
+    """Per segment s: (A_s, B_s, sh_s) with R = A_s + B_s floor(V / 2^sh_s) ~ 2^(f+TR) G/sqrt(V)
+    (+ 2^(TR-1), so that the final floor by 2^TR rounds to nearest):
+    the minimax line of the convex G/sqrt(V) on [lo, hi] (the secant moved by half the tangent
+    gap), sh = 10 for octaves j >= 30 (so B's rounding moves R by < 2^(TR-6)). Deterministic:
+    IEEE arithmetic and sqrt only, then rounding to integers."""
+    T = rsq_thresholds()
+    bounds = [1] + list(T) + [1 << RSQ_VBITS]
+    g = lambda v: G / math.sqrt(v)  # noqa: E731
+    sc = 2.0 ** (f + RSQ_TR)
+    out = []
+    for s in range(len(T) + 1):
+        lo, hi = float(bounds[s]), float(bounds[s + 1])
+        sh = RSQ_TIER_SH if bounds[s] >= (1 << RSQ_TIER_J) else 0
+        if hi - lo <= 1:
+            a, b = g(lo), 0.0
+        else:
+            b = (g(hi) - g(lo)) / (hi - lo)
+            c = _bisect_tangent(G, b, lo, hi)
+            gap = g(c) - (g(lo) + b * (c - lo))
+            a = g(lo) - b * lo + gap / 2
+        A = int(math.floor(a * sc + 0.5)) + (1 << (RSQ_TR - 1))  # + 1/2: the floor rounds
+        B = int(math.floor(b * (1 << sh) * sc + 0.5))
+        if not 0 < A < (1 << 61) or abs(B) * (bounds[s + 1] >> sh) >= (1 << 61):
+            raise ParameterError("rsqrt constants out of range")
+        out.append((A, B, sh))
+    return tuple(out)
+
+
+def _rsq_core(V: np.ndarray, G: float, f: int) -> np.ndarray:
+    """r = floor((A_s + B_s floor(V / 2^sh_s)) / 2^TR) for V's segment s (int64, scale 2^f)."""
+    V = np.asarray(V, dtype=np.int64)
+    seg = np.searchsorted(np.array(rsq_thresholds(), dtype=np.int64), V, side="right")
+    c = np.array(rsq_segments(G, f), dtype=np.int64)
+    R = c[seg, 0] + c[seg, 1] * (V >> c[seg, 2])
+    return R >> np.int64(RSQ_TR)
 
 
 def rsqrt_entry(params) -> dict:
-    """The rsqrt table entry evaluated in the linear ring (same coefficients and f; the Horner
-    values stay tiny, so the result equals its evaluation in the entry's own ring)."""
+    """(legacy) The rsqrt table entry evaluated in the linear ring; no longer used by rsqrt."""
     e = dict(entry_for(RSQRT_TABLE, "rsqrt", params))
     e["ring_bits"] = params.linear.bits
     return e
 
 
 def ideal_rsqrt(v: np.ndarray, params) -> np.ndarray:
-    """1/sqrt(v) for v in [2^-f, 4^PMAX) at scale 2^f (f = nonlinear.frac) in the linear ring:
-    p = PMIN + sum_{j in [PMIN, PMAX)} [v >= 4^j]; v' = floor(v 4^(PMAX-p) / 4^PMAX) in [1/4, 1);
-    y = evaluate_fxp(rsqrt entry, v'); RSQRT_ITERS Newton steps
-    y <- floor(y (3 2^f - floor(v' floor(y^2 / 2^f) / 2^f)) / 2^(f+1)); r = floor(y 2^(PMAX-p) / 2^PMAX)."""
-    e = rsqrt_entry(params)
-    L, f = params.linear.bits, int(e["frac_bits"])
-    v = np.asarray(v, dtype=np.int64)
-    p = LN_PMIN + sum((v >= (1 << (f + 2 * j))).astype(np.int64) for j in range(LN_PMIN, LN_PMAX))
-    P4 = np.left_shift(np.int64(1), 2 * (LN_PMAX - p))
-    vp = _floor_div(v * P4, L, 2 * LN_PMAX)
-    y = _fxp.evaluate_fxp_array(e, vp)
-    for _ in range(RSQRT_ITERS):
-        y2 = _floor_div(y * y, L, f)
-        z = _floor_div(vp * y2, L, f)
-        y = _floor_div(y * ((3 << f) - z), L, f + 1)
-    return _floor_div(y * np.left_shift(np.int64(1), LN_PMAX - p), L, LN_PMAX)
+    """1/sqrt(v) for v in [2^-f, 4^14) at scale 2^f (f = nonlinear.frac) in the linear ring, by
+    a thermometer and a piecewise-linear fit (no normalising product, no Newton step):
+    V = v (an integer in [1, 2^41)); s = #{T in ``rsq_thresholds()``: T <= V} (the thresholds
+    ceil(2^(i/8)): 8 segments per octave); r = floor((A_s + B_s floor(V / 2^sh_s)) / 2^36) with
+    the constants of ``rsq_segments(2^(f/2), f)`` (the minimax line of 2^(f/2) / sqrt(V) on the
+    segment, at scale 2^(f+36)). Error against 1/sqrt(v): <= 3.6e-4 relative (the fit) + 2^-f
+    (the floor); it was ~2.4e-4 + 2^-f with the quadratic and 2 Newton steps (41 RT; now 9 RT)."""
+    f = params.nonlinear.frac
+    return _rsq_core(np.asarray(v, dtype=np.int64), math.sqrt(2.0) ** f, f)
 
 
 def ideal_layernorm(X, params, eps: float = 1e-12, beta=None, gamma=None) -> np.ndarray:
-    """(x - mean) / sqrt(var + eps) (+ beta, the server's) over the last axis, exact semantics:
-    in the linear ring at scale 2^F (F = linear.frac): s = sum x; mu = floor(s c / 2^K),
-    c = round(2^K / n); d = x - mu; dv = floor(d / 2^(F-FV)) in Z_2^l; q = dv^2 (scale 2^2FV);
-    var = floor(sum q * c / 2^K); v = var 2^(f-2FV) + max(1, round(eps 2^f));
-    r = ``ideal_rsqrt(v)``; out = floor(lift_l(floor(d / 2^(F-FD)) * r) / 2^(FD+f-F)) in the
-    linear ring. With the server's gamma: out = floor(out * g / 2^F), g = floor(gamma 2^F + 1/2)
+    """(x - mean) / sqrt(var + eps) (+ beta, the server's) over the last axis, exact semantics
+    (n features, F = linear.frac, f = nonlinear.frac), in the linear ring at scale 2^F:
+    s = sum x; mu = floor(s c / 2^K), c = round(2^K / n); d = x - mu;
+    dv = floor(d / 2^(F-FV)) in Z_2^l; SS = sum dv^2 (squares in Z_2^l, extended, summed);
+    V = SS + E, E = max(1, round(eps C)), C = n 2^(2FV) (so V = C (var + eps): the variance
+    needs no truncation); r = ``_rsq_core(V, G, f)`` with G = sqrt(n) 2^FV, i.e.
+    r ~ 2^f / sqrt(var + eps) (the thermometer's piecewise-linear fit, rounded);
+    dd = floor(d / 2^(F-FD)) in Z_2^l; out = floor(lift_l(dd r) / 2^(FD+f-F)).
+    Error against float64: r within 3.6e-4 relative of 1/sqrt(var + eps) plus 2^-(f+1), d within
+    2^-FD: |out - z| <~ 3.6e-4 |z| + 2^-(f+1) |d| + 2^-FD r + 2^-F (measured 2e-4 mean, 5e-3 max
+    at 128x768; was 1e-4 / 2.8e-3 with normalisation + 2 Newton steps at 56 RT; now 18 RT).
+    With the server's gamma: out = floor(out * g / 2^F), g = floor(gamma 2^F + 1/2)
     (a one-sided product in the linear ring; where the output only feeds a linear layer, fold
     gamma into it instead: W' = diag(gamma) W, exact over the reals). beta: + floor(beta 2^F + 1/2)."""
     L, F = params.linear.bits, params.linear.frac
@@ -449,17 +615,15 @@ def ideal_layernorm(X, params, eps: float = 1e-12, beta=None, gamma=None) -> np.
     X = np.asarray(X, dtype=np.uint64)
     shp = X.shape
     n = shp[-1]
-    c, e13 = _ln_consts(params, n, eps)
+    c, E = _ln_consts(params, n, eps)
     x = X.reshape(-1, n).view(np.int64)
     s = x.sum(axis=1, dtype=np.int64)
     mu = _floor_div(s * c, L, LN_K)
     d = x - mu[:, None]
-    dv = _floor_div(d, L, F - LN_FV)
-    dv = _lift(dv, l)
+    dv = _lift(_floor_div(d, L, F - LN_FV), l)
     q = _lift(dv * dv, l)
-    var = _floor_div(q.sum(axis=1, dtype=np.int64) * c, L, LN_K)
-    v = var * (1 << (f - 2 * LN_FV)) + e13
-    r = ideal_rsqrt(v, params)
+    V = q.sum(axis=1, dtype=np.int64) + E
+    r = _rsq_core(V, math.sqrt(n) * 2.0 ** LN_FV, f)
     dd = _lift(_floor_div(d, L, F - LN_FD), l)
     out = _floor_div(_lift(dd * _lift(r, l)[:, None], l), l, LN_FD + f - F)
     if gamma is not None:
@@ -477,32 +641,31 @@ def _beta(beta, n: int, F: int) -> np.ndarray:
 
 
 def _f_rsqrt(n: int, params) -> Flow:
-    L, f = params.linear.bits, params.nonlinear.frac
-    e = rsqrt_entry(params)
-    J = LN_PMAX - LN_PMIN
-    fl = _f_drelu(n * J, L, 4) + _f_acot([], [(n * (J + 1), L)])
-    fl = fl + _f_mul(n, L) + _f_trunc(n, L, 2 * LN_PMAX, "msb", 2 * LN_PMAX, L, 4)
-    fl = fl + _f_poly(n, e["pieces"][0]["coeffs"], L, f, "msb")
-    for _ in range(RSQRT_ITERS):
-        fl = fl + _f_acot(_gilboa(n, L, 1), []) + _f_trunc(n, L, f, "msb", f, L, 4)
-        fl = fl + _f_mul(n, L) + _f_trunc(n, L, f, "msb", f, L, 4)
-        fl = fl + _f_mul(n, L) + _f_trunc(n, L, f + 1, "msb", f + 1, L, 4)
-    return fl + _f_mul(n, L) + _f_trunc(n, L, LN_PMAX, "msb", LN_PMAX, L, 4)
+    """rsqrt's flow on n values: ONE millionaire batch (the thermometer's comparisons in
+    Z_2^43, radix 3, and the carry of V's known-MSB truncation by 10), the truncation's ACOTs,
+    one mux batch (a segment's one-hot bit selects A_s + B_s v'), one exact truncation by 36."""
+    L = params.linear.bits
+    nT = len(rsq_thresholds())
+    fl = _f_millionaire([(n * nT, RSQ_CMP_BITS - 1), (n, RSQ_TIER_SH)], RSQ_RADIX)
+    fl = fl + _f_acot([], [(n, RSQ_TIER_SH), (n, L)])
+    fl = fl + _f_mux(n * (nT + 1), L)
+    return fl + _f_trunc(n, L, RSQ_TR, "msb", RSQ_TR, L, RSQ_TR_RADIX)
 
 
 def layernorm_cost(params, shape, eps: float = 1e-12, gamma: bool = False) -> Cost:
-    """LayerNorm: per row two 64-bit truncations (mean, variance) and one rsqrt; per element two
-    exact down-casts, one square, one up-cast, one product and a fused truncation + up-cast."""
+    """LayerNorm: per row one known-MSB truncation (the mean) and one rsqrt; per element two exact
+    down-casts of x - mean (one millionaire batch, one B2A batch), one square, one up-cast, one
+    product and a fused truncation + up-cast."""
     L, F = params.linear.bits, params.linear.frac
     l, f = params.nonlinear.bits, params.nonlinear.frac
     shape = tuple(shape)
     N, n = _n(shape), shape[-1]
     rows = N // n
     fl = _f_trunc(rows, L, LN_K, "msb", LN_K, L, 4)
-    fl = fl + _f_downcast(N, F - LN_FV, l, "exact", 4) + _f_acot(_gilboa(N, l, 1), [])
-    fl = fl + _f_trunc(N, l, 0, "msb", L - l, L, 4) + _f_trunc(rows, L, LN_K, "msb", LN_K, L, 4)
+    fl = fl + _f_millionaire([(N, F - LN_FV), (N, F - LN_FD)], LN_DC_RADIX) + _f_acot([], [(N, l), (N, l)])
+    fl = fl + _f_acot(_gilboa(N, l, 1), []) + _f_trunc(N, l, 0, "msb", L - l, L, 4)
     fl = fl + _f_rsqrt(rows, params)
-    fl = fl + _f_downcast(N, F - LN_FD, l, "exact", 4) + _f_mul(N, l)
+    fl = fl + _f_mul(N, l)
     sh = LN_FD + f - F
     fl = fl + _f_trunc(N, l, sh, "msb", L - l + sh, L, 4)
     if gamma:  # one-sided product by the server's gamma (server sender, client's bits), truncation
@@ -540,14 +703,15 @@ def reciprocal_cost(params, shape, J: int, trunc: str = "exact") -> Cost:
 
 def ideal_rsqrt_ring(v, params) -> np.ndarray:
     """``ideal_rsqrt`` on ring elements of the linear ring (scale 2^f, f = nonlinear.frac):
-    1/sqrt(v) for 2^-f <= v < 4^PMAX; relative error about 2^-12 (two Newton steps from the
-    table's quadratic on [1/4, 1))."""
+    1/sqrt(v) for 2^-f <= v < 4^14; relative error <= 3.6e-4 plus the floor's 2^-f (the
+    thermometer's piecewise-linear fit, 8 segments per octave)."""
     L = params.linear.bits
     return _to_ring(ideal_rsqrt(np.asarray(v, dtype=np.uint64).view(np.int64), params), L)
 
 
 def rsqrt_cost(params, shape) -> Cost:
-    """rsqrt: the 4^p normalisation, the initial polynomial, RSQRT_ITERS Newton steps, the 2^-p."""
+    """rsqrt: one millionaire batch (thermometer + a truncation's carry), its ACOTs, one mux
+    batch, one exact truncation (18 flights, 9 RT; was 82 flights)."""
     return _f_rsqrt(_n(tuple(shape)), params).cost()
 
 

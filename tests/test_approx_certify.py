@@ -12,7 +12,8 @@ CERTS = tables.load("certificates")["certificates"]
 CASES = [("ours-minilm-global", fn, None) for fn in ("gelu", "exp", "tanh", "reciprocal", "rsqrt")]
 CASES += [("ours-minilm-layers", fn, i) for fn in ("gelu", "exp") for i in (0, 5)]
 CASES += [("nimbus-prototype", "gelu", None), ("nimbus-prototype", "exp", None),
-          ("bumblebee", "gelu", None), ("bumblebee", "exp", None)]
+          ("bumblebee", "gelu", None), ("bumblebee", "exp", None),
+          ("ours-minilm-precise", "gelu", None), ("ours-minilm-precise", "exp", None)]
 
 
 @pytest.mark.parametrize("stem, fn, layer", CASES)

@@ -89,3 +89,46 @@ def test_search_beats_the_grid_alternatives():
         for bb in (0.5, 1.0, 2.0, 3.0):
             assert obj <= fit._direct_objective(xs, ws, f, spec, aa, bb, 2) + 1e-15
     assert d == 2 and a < -1 and b > 1
+
+
+def test_precise_table_format_and_budget():
+    # ours-minilm-precise: GELU zero | degree 6 | identity; exp zero | degree 2 | degree 4 (to 0)
+    entries = tables.load("ours-minilm-precise")["entries"]
+    kinds = {fn: [(p["kind"], len(p.get("coeffs", [0])) - 1) for p in e["pieces"]] for fn, e in entries.items()}
+    assert kinds == {"gelu": [("zero", 0), ("poly", 6), ("identity", 0)],
+                     "exp": [("zero", 0), ("poly", 2), ("poly", 4)]}
+    for e in entries.values():
+        assert (e["ring_bits"], e["frac_bits"]) == (32, 13)
+        for p, q in zip(e["pieces"], e["pieces"][1:]):
+            assert p["hi"] == q["lo"]   # the pieces tile the line
+
+
+def test_chain_search_with_one_piece_matches_the_grid_alternatives():
+    # a one-piece chain is the single-polynomial family: the dynamic programme's optimum is
+    # no worse than any coarse (a, b) on its grid.
+    x = -6 + (np.arange(12 * 64) + 0.5) / 64
+    w = np.ones(x.size)
+    base = fit.FitSpec("gelu", "zero", "identity", (3,), tuple(fit.grid(-4, -0.5)), tuple(fit.grid(0, 4)),
+                       (-8.0, 8.0))
+    spec = fit.ChainSpec(base, (3,), tuple(fit.grid(-4, 4)))
+    xs, ws, _ = fit.weighted_points(x, w, base)
+    (a, b), obj = fit.search_chain(xs, ws, spec)
+    f = fit.TARGETS["gelu"].np_f(xs)
+    assert abs(obj - fit._direct_objective(xs, ws, f, base, a, b, 3)) < 1e-9
+    for aa in (-4.0, -3.0, -2.0, -1.0):
+        for bb in (0.5, 1.0, 2.0, 3.0):
+            assert obj <= fit._direct_objective(xs, ws, f, base, aa, bb, 3) + 1e-12
+
+
+def test_chain_search_respects_the_overflow_margin():
+    # exp as one polynomial up to 0: with a wide piece the Horner bound leaves Z_2^32, so the
+    # search must stop the piece early enough; certify agrees on the chosen coefficients.
+    from nimbus.approx import certify
+
+    x = -12 + (np.arange(12 * 64) + 0.5) / 64
+    base = fit.FitSpec("exp", "zero", None, (5,), tuple(fit.grid(-12, -1)), (), (-16.0, 0.0),
+                       domain=(-np.inf, 0.0))
+    entry, _ = fit.fit_chain_entry((x, np.ones(x.size)), fit.ChainSpec(base, (5,), tuple(fit.grid(-12, 0))))
+    poly = [p for p in entry["pieces"] if p["kind"] == "poly"][0]
+    X = abs(poly["lo"]) / 2**13
+    assert certify.overflow_margin_bits(poly, 32, 13, X) > 0
