@@ -32,7 +32,7 @@ import numpy as np
 
 from nimbus.spec import linear as S
 from nimbus.spec.errors import CacheError, DecodeError
-from nimbus.spec.he import A_LABEL, PublicKeyMsg, SeededCiphertexts
+from nimbus.spec.he import A_LABEL, PublicKeyMsg, SeededCiphertexts, expand_a
 from nimbus.spec.messages import Message, pack_bits, unpack_bits
 from nimbus.spec.prg import PRG
 
@@ -319,7 +319,9 @@ class CacheReader:
                 rows = min(S.SETUP_CHUNK_ROWS, s["d_in"] - r0)
                 if m is None or m.c0.shape != (rows, he.levels, he.n):
                     raise CacheError(f"{self.path}: matrix {name!r} is incomplete")
-                out[c, r0:r0 + rows] = impl.rlwe.expand_seeded(he, m.seed, m.c0)
+                dst = out[c, r0:r0 + rows]
+                dst[:, 0] = m.c0  # = impl.rlwe.expand_seeded(he, seed, c0), written in place
+                dst[:, 1] = expand_a(he, m.seed, rows)
         if next(msgs, None) is not None:
             raise CacheError(f"{self.path}: matrix {name!r} has extra records")
         return out

@@ -44,7 +44,7 @@ class Command:
 #: The subcommands, in the order ``nimbus --help`` lists them.
 COMMANDS: dict[str, Command] = {}
 #: Modules that register further subcommands with :func:`command` when imported.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("nimbus.commands",)
 
 
 def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None] | None = None,
@@ -214,18 +214,24 @@ def cmd_net_check(args: argparse.Namespace) -> int:
 
 
 def _configure_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sentences", nargs="*", metavar="TEXT", help="sentences to classify (default: three examples)")
     p.add_argument("--network", default="lan", help="network preset to shape loopback to (default lan)")
-    p.add_argument("--skip-net-check", action="store_true", help="skip the network self-check")
+    p.add_argument("--net-check", action="store_true", help="run the network self-check first")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="checkpoint directory (default: the MiniLM sentiment classifier, built on first use)")
+    p.add_argument("--cache", default=None, metavar="DIR", help="client cache directory (default ~/.cache/nimbus/demo-client)")
 
 
-@command("demo", "run what is secure today on the packaged MiniLM: both parties on this machine", _configure_demo)
+@command("demo", "secure inference on the MiniLM sentiment classifier, both parties on this machine", _configure_demo)
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Both parties on this machine, two processes over shaped loopback: network self-check, then a
-    secure FFN step of MiniLM layer 0 (client-side outer product + Nimbus GELU) on a real sentence,
-    compared with plaintext and with the ideal fixed-point functionality."""
-    from nimbus.demo import run_demo
+    """Both parties on this machine, two processes over shaped loopback: the server serves the
+    MiniLM sentiment classifier; the client runs the setup once (cached), then classifies a few
+    sentences securely and prints secure and plaintext predictions side by side. Fails unless
+    every secure result equals the exact fixed-point semantics bit for bit."""
+    from nimbus.demo import SENTENCES, run_demo
 
-    return run_demo(args.network, check_network=not args.skip_net_check)
+    return run_demo(args.network, check_network=args.net_check, model_dir=args.model, cache_dir=args.cache,
+                    sentences=tuple(args.sentences) or SENTENCES)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,18 +1,17 @@
-"""``nimbus demo``: what runs securely today, on the packaged MiniLM, both parties on this machine.
+"""``nimbus demo``: secure inference with the real MiniLM sentiment classifier, both parties on
+this machine as two processes over loopback (shaped to a network preset).
 
-Until the secure BERT graph lands (the end-to-end issue), the demo runs the first half of
-MiniLM's layer-0 feed-forward block on a real sentence, securely, as two processes over TCP
-shaped to a network preset:
-
-1. ``net-check``: the shaped loopback link reaches the preset's bandwidth and latency;
-2. setup: the server encrypts ``W1`` (384 x 1536) under its RLWE key and streams it; the client
-   keeps the ciphertexts (the client-side outer product's one-time phase);
-3. online: OT session (Ferret), then ``GELU(X W1 + b1)`` on additive shares of ``X`` -- the FFN
-   input of the sentence, shared as it would be mid-inference -- with the client-side outer
-   product (noise-flooded, whole-query 2^-40) and Nimbus's GELU; the result is revealed to the
-   client only;
-4. the client compares the secure result with the plaintext float64 layer and with the spec's
-   ideal fixed-point functionality (which it must equal bit for bit).
+1. The classifier: frozen all-MiniLM-L6-v2 + a logistic head trained on Rotten Tomatoes
+   (``nimbus.models.classifier``; built once, ~1 min, cached in ~/.cache/nimbus).
+2. A server process (``nimbus.api.Server``) loads it, converts it to fixed point and serves.
+3. The client process (this one) runs the setup once: the server's weights and word-embedding
+   table, encrypted under the server's key, streamed into the client's cache (~10 GB for MiniLM,
+   a few minutes; kept for later runs, which skip it).
+4. One inference session over a few sentences: every sentence runs through the whole secure
+   graph (private embedding lookup, 6 encoder layers, pooling, head); only the client sees the
+   logits. They are printed beside the plaintext float64 model's, and compared bit for bit with
+   the exact fixed-point semantics (``nimbus.spec.model.ideal_forward``): the demo fails if any
+   differs.
 """
 
 from __future__ import annotations
@@ -22,91 +21,36 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_demo", "server_main", "server_proto", "client_proto", "party_context", "SENTENCE"]
+__all__ = ["SENTENCES", "DEMO_HOME", "run_demo", "server_main", "ensure_classifier"]
 
-SENTENCE = "A gripping, beautifully shot film that never lets go."
-_PORT_ENV = "NIMBUS_DEMO_PORT"
-
-
-def _shapes():
-    from nimbus.spec.linear import WeightShape
-
-    return [WeightShape("h1", 384, 1536)]
+SENTENCES = (
+    "A gripping, beautifully shot film that never lets go.",
+    "Tedious, overlong and painfully unfunny.",
+    "The cast is charming, but the script is a mess.",
+)
+DEMO_HOME = Path.home() / ".cache" / "nimbus"
 
 
-def _layer0_ffn_input(text: str) -> tuple[np.ndarray, object]:
-    """X (tokens x 384): the input of layer 0's first FFN matrix, in float64, and the weights."""
-    from nimbus.models import hf, plain
+def ensure_classifier(out=print) -> Path:
+    """The classifier checkpoint directory (built on first use)."""
+    from nimbus.approx.study import DEFAULT_MODEL_DIR, ensure_classifier as _ensure
 
-    w = hf.load_model()
-    ids = hf.load_tokenizer().encode(text)[None]
-    valid = np.ones(ids.shape, dtype=bool)
-    nl = plain.Nonlinear()
-    x = plain._embed(w, ids, nl)
-    lw = w.layers[0]
-    h = plain.layer_norm(x + plain._attention(0, x, lw, valid, w.shape.heads, nl), lw.ln1_gamma,
-                         lw.ln1_beta, w.shape.eps)
-    return h[0], lw
+    if not (DEFAULT_MODEL_DIR / "config.json").exists():
+        out("building the classifier (frozen MiniLM + logistic head on Rotten Tomatoes; ~1 min, once) ...")
+    return Path(_ensure(DEFAULT_MODEL_DIR))
 
 
-def _fixed(params, X, lw):
-    from nimbus.spec import fixedpoint as fxp
+def server_main(model_dir: str, port: int, network: str | None, key_file: str, connections: int) -> None:
+    """The server process: serve ``connections`` connections, then exit."""
+    from nimbus.api import Server
 
-    R = params.linear
-    x = fxp.encode(X, R)
-    W1 = fxp.encode(lw.w1, R)
-    b1 = fxp.encode(lw.b1, type(R)(R.bits, 2 * R.frac))  # the bias at the product's scale 2^(2f)
-    return x, W1, b1
-
-
-def _share(params, x, seed: bytes):
-    from nimbus.spec.prg import PRG
-    from nimbus.spec.sharing import ideal_share
-
-    r = PRG(seed).uniform("demo/x_c", x.shape, params.linear.bits)
-    return ideal_share(x, r, params.linear)
-
-
-def server_proto(ctx, W1, b1, x_s, shapes):
-    im = ctx.impl
-    sk, _pk = yield from im.linear.server_setup(ctx.sub("setup"), {"h1": W1}, shapes)
-    ot = yield from im.ot.ot_setup_server(ctx.sub("ot"))
-    y_s = yield from im.linear.cop_server(ctx.sub("Linear_h1"), x_s, W1, b1, sk)
-    g_s = yield from im.nonlinear.gelu_server(ctx.sub("GELU"), ot, y_s, 2 * ctx.params.linear.frac)
-    yield from im.sharing.reveal_server(ctx.sub("reveal"), g_s)
-
-
-def client_proto(ctx, x_c, shapes):
-    im = ctx.impl
-    st = yield from im.linear.client_setup(ctx.sub("setup"), shapes)
-    ot = yield from im.ot.ot_setup_client(ctx.sub("ot"))
-    u = yield from im.linear.cop_client(ctx.sub("Linear_h1"), x_c, st["weights"]["h1"], st["pk"], shapes[0].d_out)
-    g_c = yield from im.nonlinear.gelu_client(ctx.sub("GELU"), ot, u, 2 * ctx.params.linear.frac)
-    return (yield from im.sharing.reveal_client(ctx.sub("reveal"), g_c))
-
-
-def party_context(role: str):
-    import nimbus
-    from nimbus.spec import PRG, Ctx, get_preset
-
-    return Ctx(role, get_preset("bert-base").require_secure(), PRG.from_os(), nimbus.implementation("optimized"))
-
-
-def server_main(port: int, network: str | None, share_seed: bytes) -> None:
-    """The server process: owns W1, b1 (and, for the demo, its share of X)."""
-    from nimbus.runtime import listen, run_tcp
-
-    ctx = party_context("server")
-    X, lw = _layer0_ffn_input(SENTENCE)
-    x, W1, b1 = _fixed(ctx.params, X, lw)
-    _, x_s = _share(ctx.params, x, share_seed)
-    with listen("127.0.0.1", port, params=ctx.params, network=network, timeout=120) as lst:
-        conn = lst.accept(timeout=120)
-        with conn:
-            run_tcp(server_proto(ctx, W1, b1, x_s, _shapes()), conn)
+    srv = Server(model_dir, key_file=key_file)
+    srv.serve("127.0.0.1", port, network=network, max_connections=connections,
+              log=lambda s: print(f"[server] {s}", flush=True))
 
 
 def _free_port() -> int:
@@ -115,59 +59,78 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_demo(network: str = "lan", check_network: bool = True, out=print) -> int:
-    """Run the demo; returns 0 when the secure result equals the ideal functionality."""
-    from nimbus.runtime import connect, run_tcp
-    from nimbus.runtime.netem import net_check
-    from nimbus.spec.fixedpoint import decode
-    from nimbus.spec.nonlinear_fn import ideal_gelu
+def _cache_ok(client, fingerprint: bytes) -> bool:
+    from nimbus.spec.errors import CacheError
+
+    try:
+        st = client.state()
+    except CacheError:
+        return False
+    ok = st.fingerprint == fingerprint
+    client.close()
+    return ok
+
+
+def run_demo(network: str = "lan", check_network: bool = False, model_dir=None, cache_dir=None,
+             sentences=SENTENCES, out=print) -> int:
+    """Run the demo; returns 0 when every secure result equals the exact fixed-point semantics."""
+    from nimbus.api import Client, Server
+    from nimbus.models import plain
+    from nimbus.spec.model import decode_output, ideal_forward
 
     if check_network:
-        out(f"== 1. network self-check: two processes over loopback shaped to '{network}'")
+        from nimbus.runtime.netem import net_check
+
+        out(f"== network self-check: two processes over loopback shaped to '{network}'")
         out(net_check(network, nbytes=20_000_000, rounds=50).report())
-    share_seed = os.urandom(32)
+    model_dir = Path(model_dir) if model_dir else ensure_classifier(out)
+    cache_dir = Path(cache_dir) if cache_dir else DEMO_HOME / "demo-client"
+    key_file = str((cache_dir.parent / (cache_dir.name + "-server.key")))
+    # the client's view of the plaintext model is only for the side-by-side comparison
+    local = Server(model_dir, key_file=key_file)
+    client = Client(cache_dir)
+    need_setup = not _cache_ok(client, local.fixed.fingerprint)
     port = _free_port()
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
-    code = f"from nimbus.demo import server_main; server_main({port}, {network!r}, bytes.fromhex({share_seed.hex()!r}))"
+    code = ("from nimbus.demo import server_main; "
+            f"server_main({str(model_dir)!r}, {port}, {network!r}, {key_file!r}, {2 if need_setup else 1})")
+    out(f"== secure inference: {local.arch.name} ({local.arch.layers} layers, hidden {local.arch.hidden}, "
+        f"labels {', '.join(local.arch.labels)}), two processes over loopback shaped to '{network}'")
     server = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
-        ctx = party_context("client")
-        X, lw = _layer0_ffn_input(SENTENCE)
-        x, _, _ = _fixed(ctx.params, X, lw)
-        x_c, _ = _share(ctx.params, x, share_seed)
-        out(f"\n== 2-3. secure GELU(X W1 + b1) of MiniLM layer 0 on {X.shape[0]} tokens of: {SENTENCE!r}")
-        conn = connect("127.0.0.1", port, params=ctx.params, session_id=os.urandom(16), network=network,
-                       timeout=300, retry_s=60)
-        t0 = time.perf_counter()
-        with conn:
-            res = run_tcp(client_proto(ctx, x_c, _shapes()), conn)
-        wall = time.perf_counter() - t0
+        if need_setup:
+            out("-- setup (once per model): the server's encrypted weights -> the client's cache")
+            r = client.setup("127.0.0.1", port, network=network, retry_s=120, progress=True)
+            out(f"   {r.bytes_s2c / 1e9:.2f} GB received in {r.seconds:.1f} s; cache {r.cache_bytes / 1e9:.2f} GB "
+                f"at {r.path}")
+        else:
+            out(f"-- setup: the cache in {cache_dir} matches the server's model (skipped)")
+        out(f"-- online: {len(sentences)} sentences, one session")
+        run = client.infer(list(sentences), "127.0.0.1", port, network=network, retry_s=120)
         server.wait(timeout=120)
     finally:
         if server.poll() is None:
             server.kill()
-    tr = res.transcript
-    out(f"{'phase':<12}{'client->server':>16}{'server->client':>16}{'rounds':>8}{'client CPU s':>14}")
-    for label in ("setup", "ot", "Linear_h1", "GELU", "reveal"):
-        c = tr.cost(label)
-        out(f"{label:<12}{c.c2s:>16,}{c.s2c:>16,}{c.rounds:>8}{tr.compute_time('client', label):>14.2f}")
-    out(f"wall time, both phases, on '{network}': {wall:.1f} s")
-    # 4. compare
-    _, W1, b1 = _fixed(ctx.params, X, lw)
-    from nimbus import implementation
-
-    ring = implementation("optimized").ring
-    Y = ring.add(ring.matmul(x, W1, 64), np.ascontiguousarray(np.broadcast_to(b1, (x.shape[0], W1.shape[1]))), 64)
-    ideal = ideal_gelu(Y, ctx.params, in_frac=2 * ctx.params.linear.frac)
-    secure = decode(res.output, ctx.params.linear)
-    from nimbus.models.plain import gelu_exact
-
-    plain = gelu_exact(X @ lw.w1 + lw.b1)
-    same = np.array_equal(res.output, ideal)
-    out("\n== 4. secure vs plaintext (first token, first 6 of 1536 outputs)")
-    out("secure   : " + " ".join(f"{v:8.4f}" for v in secure[0, :6]))
-    out("plaintext: " + " ".join(f"{v:8.4f}" for v in plain[0, :6]))
-    out(f"max |secure - float64| = {np.abs(secure - plain).max():.4f} (the GELU table's certified bound "
-        f"plus fixed-point rounding); mean = {np.abs(secure - plain).mean():.5f}")
-    out(f"secure result == ideal fixed-point functionality, bit for bit: {same}")
-    return 0 if same else 1
+    tok = client.tokenizer()
+    w = local.weights
+    ok = True
+    out(f"\n{'sentence':<56}{'secure':>20}{'plaintext':>20}")
+    for s, p in zip(sentences, run.predictions):
+        ids = tok.encode(s)
+        f = plain.forward(w, ids[None]).logits[0]
+        ideal = ideal_forward(local.fixed, local.params, ids)
+        same = np.array_equal(ideal, p.output)
+        ok &= same
+        pf = np.exp(f - f.max()) / np.exp(f - f.max()).sum()
+        lab_f = local.arch.labels[int(np.argmax(f))]
+        out(f"{s[:54]:<56}{p.label:>8} p={p.probabilities[1]:.3f}{lab_f:>11} p={pf[1]:.3f}"
+            + ("" if same else "   <- differs from the fixed-point semantics!"))
+        out(f"{'':<56}logits {' '.join(f'{v:+.4f}' for v in p.logits)} vs {' '.join(f'{v:+.4f}' for v in f)}"
+            f" (fixed point: {' '.join(f'{v:+.4f}' for v in decode_output(local.arch, local.params, ideal))})")
+    tr = run.transcript
+    c = tr.cost()
+    out(f"\nonline: {run.wall_s:.1f} s wall for {len(sentences)} sentences on '{network}' (one OT session), "
+        f"{c.c2s / 1e6:.1f} MB client->server, {c.s2c / 1e6:.1f} MB server->client, {tr.rounds} flights")
+    out(f"secure results == exact fixed-point semantics, bit for bit: {ok}")
+    out("per-category breakdown: nimbus infer --report (see docs/guide.md)")
+    return 0 if ok else 1

@@ -11,6 +11,8 @@ Threads (``numba.set_num_threads``) never change outputs.
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -38,17 +40,21 @@ REUSED = frozenset({
 })
 
 _U64 = np.uint64
-_ECB: dict[bytes, object] = {}
+_ECB = threading.local()  # per thread: an encryptor object must not be used by two threads at once
 _ZEROS = np.zeros(0, dtype=np.uint8)
 _LPN_CHUNK_PAR = 1 << 16
 _LPN_CHUNK = 1 << 14  # rows per AES call in lpn_encode (cache-resident; a tuning knob: never changes outputs)
 
 
 def _ecb(key: bytes):
-    """A cached AES-128-ECB encryptor (ECB is stateless, so it can be reused)."""
-    enc = _ECB.get(key)
+    """A cached AES-128-ECB encryptor (ECB is stateless, so it can be reused), one per thread
+    (both parties may run in one process, each in its own thread)."""
+    cache = getattr(_ECB, "d", None)
+    if cache is None:
+        cache = _ECB.d = {}
+    enc = cache.get(key)
     if enc is None:
-        enc = _ECB[key] = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+        enc = cache[key] = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
     return enc
 
 
