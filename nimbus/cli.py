@@ -44,7 +44,7 @@ class Command:
 #: The subcommands, in the order ``nimbus --help`` lists them.
 COMMANDS: dict[str, Command] = {}
 #: Modules that register further subcommands with :func:`command` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("nimbus.commands",)
+COMMAND_MODULES: tuple[str, ...] = ("nimbus.commands", "nimbus.bench.bert")
 
 
 def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None] | None = None,

@@ -1,0 +1,97 @@
+"""The end-to-end benchmark (nimbus.bench.bert) on a tiny random model: the results schema,
+per-category bytes summing to the totals, projections consistent with the recorded compute,
+cache reuse, and the ``bench`` subcommand's arguments. Bounded: one setup, a few 8-token sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from nimbus.bench import bert as B
+from nimbus.spec.cost import NETWORKS
+
+
+def _args(out, **kw):
+    ap = argparse.ArgumentParser()
+    B.configure(ap)
+    a = ap.parse_args(["--out", str(out), "--model", "tiny", "--tokens", "8", "--repeat", "1", "--ot", "iknp"])
+    for k, v in kw.items():
+        setattr(a, k, v)
+    return a
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-bert")
+    data = B.run_bench(_args(out), log=lambda s: None)
+    return out, data
+
+
+def test_files_and_schema(result):
+    out, data = result
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["schema"] == B.SCHEMA
+    for key in ("machine", "commit", "dirty", "params", "config", "model", "options", "setup", "runs"):
+        assert key in on_disk, key
+    assert on_disk["machine"]["cpus"] and len(on_disk["machine"]["loadavg_start"]) == 3
+    assert on_disk["options"]["warmup"] == 1 and on_disk["options"]["networks"] == list(NETWORKS)
+    assert on_disk["model"]["arch"]["layers"] == 1 and on_disk["model"]["arch"]["hidden"] == 32
+    st = on_disk["setup"]
+    assert not st["reused"] and st["bytes_s2c"] > 0 and st["cache_bytes"] > 0 and st["seconds"] > 0
+    (run,) = on_disk["runs"]
+    assert run["tokens"] == 8 and run["network"] is None and run["repeats"] == 1 and run["wall_s"] > 0
+    assert len(run["layers"]["round_trips"]) == 1 and run["layers"]["round_trips"][0] > 0
+    text = (out / "report.md").read_text()
+    assert "## 8 tokens, in process" in text and "Setup amortisation" in text
+
+
+def test_bytes_and_flights_add_up(result):
+    _, data = result
+    cats = data["runs"][0]["categories"]
+    tot = cats["total"]
+    rows = [r for c, r in cats.items() if c != "total"]
+    for k in ("bytes_c2s", "bytes_s2c"):
+        assert sum(r[k] for r in rows) == tot[k] > 0
+    for role in ("client", "server"):
+        assert sum(r["compute_s"][role] for r in rows) == pytest.approx(tot["compute_s"][role])
+    # flights of categories may share a wave, never exceed the session's
+    assert max(r["flights"] for r in rows) <= tot["flights"] <= sum(r["flights"] for r in rows)
+    assert all(r["round_trips"] == r["flights"] / 2 for r in cats.values())
+    assert "Linear_qkv" in cats and "Softmax" in cats and "GELU" in cats and "LayerNorm" in cats
+
+
+def test_projections_consistent(result):
+    _, data = result
+    for c, r in data["runs"][0]["categories"].items():
+        comp = max(r["compute_s"].values())
+        for n, net in NETWORKS.items():
+            p = r["projected_s"][n]
+            assert p >= comp - 1e-12, (c, n)
+            assert p >= r["flights"] * net.latency_s - 1e-12
+    tot = data["runs"][0]["categories"]["total"]
+    assert tot["measured_s"] == data["runs"][0]["wall_s"] and tot["projection_error_s"] == {}
+    lan, wan = tot["projected_s"]["lan"], tot["projected_s"]["wan"]
+    assert wan > lan  # same compute, slower link
+
+
+def test_cache_reused(result, tmp_path):
+    out, data = result
+    again = B.run_bench(_args(tmp_path, cache=data["setup"]["cache_dir"], network=["lan"], repeat=1),
+                        log=lambda s: None)
+    assert again["setup"]["reused"] and again["amortisation"] is None  # not BERT-base sizes
+    assert again["setup"]["seconds"] == data["setup"]["seconds"]  # the figures of the run that made the cache
+    assert list(again["runs"][0]["categories"]["total"]["projected_s"]) == ["lan"]
+    assert again["runs"][0]["categories"]["total"]["bytes_c2s"] == data["runs"][0]["categories"]["total"]["bytes_c2s"]
+
+
+def test_bench_subcommand_registered():
+    from nimbus import cli
+
+    assert "bench" in cli.COMMANDS and cli.COMMANDS["bench"].run is B.cmd_bench
+    ap = argparse.ArgumentParser()
+    cli.COMMANDS["bench"].configure(ap)
+    a = ap.parse_args(["--out", "x", "--layers", "1", "--tokens", "128", "32", "--mode", "tcp", "--network", "wan"])
+    assert (a.layers, a.tokens, a.mode, a.network, a.model) == (1, [128, 32], "tcp", ["wan"], "bert-base")
