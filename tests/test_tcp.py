@@ -484,7 +484,9 @@ def test_extra_message_after_the_peer_returned_is_protocol_error():
 
     (_, cerr), (_, serr) = tcp_pair(client, one_recv_server, timeout=5)
     assert isinstance(serr, ProtocolError) and "after this server's protocol had returned" in str(serr)
-    assert isinstance(cerr, RemoteError)
+    # the client hears of it unless the server's BYE (sent when its protocol returned) reached the
+    # client first: then the client has finished cleanly before the server reads the extra message
+    assert cerr is None or isinstance(cerr, RemoteError), cerr
 
 
 def test_a_generator_yielding_garbage_is_protocol_error_on_both_sides():
