@@ -99,6 +99,8 @@ def run(out: Path, n: int = 500, embedding: bool = False, cache_dir: Path | None
             row.update(label=int(labels[i]), float_logits=fo.logits[0].tolist(), ideal_logits=vals.tolist())
         rows.append(row)
     sim_s = time.perf_counter() - t0
+    (out / "fixed_point.json").write_text(json.dumps(  # kept even if the secure runs are interrupted
+        {"summary": _summary_sim(rows, embedding), "rows": rows, "simulation_s": sim_s}))
     setup = None
     sec_rows = []
     if secure:
