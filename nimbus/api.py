@@ -221,6 +221,9 @@ class Client:
         self.dir = Path(cache_dir).expanduser()
         self.params, self.impl = _params(params), _impl(impl)
         self.preload = preload
+        #: Seconds spent loading (reading, verifying, expanding) matrices from the cache during
+        #: queries: zero with ``preload``; otherwise part of the Linear categories' client compute.
+        self.stream_seconds = 0.0
         self._state = None
         self._reader = None
         self._tok = None
@@ -371,7 +374,13 @@ class Client:
                 store[s.name] = reader.load(s.name, self.impl)
 
         def matrix(name):
-            return store[name] if name in store else reader.load(name, self.impl)
+            if name in store:
+                return store[name]
+            t = time.perf_counter()
+            try:
+                return reader.load(name, self.impl)
+            finally:
+                self.stream_seconds += time.perf_counter() - t
 
         def embed_rows(tokens):
             return reader.load_rows("embed", tokens, self.impl)

@@ -1,16 +1,19 @@
 """The end-to-end benchmark (nimbus.bench.bert) on a tiny random model: the results schema,
 per-category bytes summing to the totals, projections consistent with the recorded compute,
-cache reuse, and the ``bench`` subcommand's arguments. Bounded: one setup, a few 8-token sessions.
+cache reuse, the ``bench`` subcommand's arguments, and the PNG plots (matplotlib, the ``bench``
+extra; skipped where it is not installed). Bounded: one setup, a few 8-token sessions.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
 import pytest
 
 from nimbus.bench import bert as B
+from nimbus.bench import plots as P
 from nimbus.spec.cost import NETWORKS
 
 
@@ -95,3 +98,84 @@ def test_bench_subcommand_registered():
     cli.COMMANDS["bench"].configure(ap)
     a = ap.parse_args(["--out", "x", "--layers", "1", "--tokens", "128", "32", "--mode", "tcp", "--network", "wan"])
     assert (a.layers, a.tokens, a.mode, a.network, a.model) == (1, [128, 32], "tcp", ["wan"], "bert-base")
+    assert a.study is None and ap.parse_args(["--out", "x", "--study", "s.json"]).study == "s.json"
+
+
+# -- plots -------------------------------------------------------------------------------------------------
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path):
+    blob = path.read_bytes()
+    assert blob[:8] == PNG_SIGNATURE, path
+    assert len(blob) > 1024, (path, len(blob))  # not an empty canvas
+
+
+def test_plots_of_the_run(result):
+    pytest.importorskip("matplotlib")
+    out, data = result
+    # the tiny model has no amortisation (not BERT-base sizes) and the run had no --study
+    assert data["plots"] == ["categories-8-local.png"]
+    assert json.loads((out / "results.json").read_text())["plots"] == data["plots"]
+    assert "`categories-8-local.png`" in (out / "report.md").read_text()
+    for name in data["plots"]:
+        _assert_png(out / name)
+
+
+def test_amortisation_plot(result, tmp_path):
+    pytest.importorskip("matplotlib")
+    _, data = result
+    # The tiny run relabelled as a 128-token run of BERT-base sizes, only so that amortisation()
+    # computes its figures and plots() draws the curve; the numbers themselves mean nothing.
+    d = copy.deepcopy(data)
+    d["model"]["arch"].update(hidden=768, ffn=3072, heads=12)
+    d["runs"][0]["tokens"] = 128
+    d["amortisation"] = B.amortisation(d)
+    am = d["amortisation"]
+    assert am["queries_time"] >= 1 and am["queries_bytes"] >= 1  # the tiny online cost is below the baseline's
+    names = B.plots(d, tmp_path)
+    assert names == ["categories-128-local.png", P.AMORTISATION_PNG]
+    for name in names:
+        _assert_png(tmp_path / name)
+    # online never cheaper than the baseline: still drawn, without a break-even point
+    never = dict(am, online_s=10 * am["baseline"]["seconds"], queries_time=None)
+    assert P.amortisation_plot(never, tmp_path / "never.png") == "never.png"
+    _assert_png(tmp_path / "never.png")
+
+
+#: SYNTHETIC input for the plot function only (the schema of ``python -m nimbus.approx.study --out``);
+#: these are not measured accuracies.
+SYNTHETIC_STUDY = {
+    "model": "synthetic-test-input", "n_heldout": 200,
+    "results": {name: {"accuracy": acc, "agreement_with_float": agree, "accuracy_delta_vs_float": acc - 0.80,
+                       "max_abs_logit_diff": mx, "mean_abs_logit_diff": mx / 8, "seconds": 0.0}
+                for name, acc, agree, mx in [("float", 0.80, 1.0, 0.0), ("nimbus-prototype", 0.785, 0.93, 0.9),
+                                             ("bumblebee", 0.80, 0.995, 0.16), ("ours-global", 0.805, 0.96, 0.8)]},
+}
+
+
+def test_accuracy_vs_approximation_plot(result, tmp_path):
+    pytest.importorskip("matplotlib")
+    study = tmp_path / "synthetic-study.json"
+    study.write_text(json.dumps(SYNTHETIC_STUDY))
+    # the command line: python -m nimbus.bench.plots STUDY.json --out DIR
+    assert P.main([str(study), "--out", str(tmp_path / "cli")]) == 0
+    _assert_png(tmp_path / "cli" / P.ACCURACY_PNG)
+    # through the benchmark's --study option (recorded in options.study): listed after the run's plots
+    _, data = result
+    d = copy.deepcopy(data)
+    d["options"]["study"] = str(study)
+    names = B.plots(d, tmp_path)
+    assert names == ["categories-8-local.png", P.ACCURACY_PNG]
+    _assert_png(tmp_path / P.ACCURACY_PNG)
+    # and a bench results.json redrawn from the command line
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    assert P.main(["--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "redrawn")]) == 0
+    _assert_png(tmp_path / "redrawn" / "categories-8-local.png")
+
+
+def test_no_plots_without_matplotlib(result, tmp_path, monkeypatch):
+    _, data = result
+    monkeypatch.setattr(P, "available", lambda: False)
+    assert B.plots(data, tmp_path) == [] and not list(tmp_path.glob("*.png"))
+    assert "Plots: none (matplotlib is not installed)" in B.report(dict(data, plots=[]))

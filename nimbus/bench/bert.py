@@ -8,8 +8,10 @@ Builds the model (``bert-base``: a random BERT with ``BertConfig()`` sizes and a
 download; ``minilm``: the sentiment classifier of ``nimbus.demo``; ``tiny``: hidden 32, for tests;
 or a checkpoint directory), ``--layers K`` keeps the first K encoder layers. Runs the setup into a
 cache (``--cache``, default ``DIR/cache-<model>``; a valid cache is reused), then online queries of
-random token ids (drawn from the labelled test PRG) of each length: one session per query, one
-warm-up session first (excluded), then the medians of ``--repeat`` sessions.
+random token ids (drawn from the labelled test PRG) of each length: one session per query,
+``--warmup`` sessions first (default 1, excluded), then the medians of ``--repeat`` sessions. When
+the client's expanded matrices do not fit in memory (BERT-base, 12 layers: ~55 GB), each query
+streams them from the cache; that time is recorded (``stream_s``) and reported.
 
 ``--mode local``: both parties in this process (``run_local``; per-party compute from the
 transcript, no waiting). ``--mode tcp``: the server in a second process, both over loopback shaped
@@ -20,7 +22,8 @@ bytes each way, flights (round trips = flights / 2), compute per party, waiting,
 and the projection on each network preset (``nimbus.report.projections``), the difference to the
 measured wall where a run was shaped to that preset; per-layer round trips; the setup amortisation
 against the SPU/BumbleBee baseline measured on this machine (../shared/NIMBUS.md). PNG plots when
-matplotlib is installed.
+matplotlib is installed (``pip install 'nimbus-2pc[bench]'``; ``nimbus.bench.plots``), with
+``--study STUDY.json`` also accuracy vs approximation table from ``python -m nimbus.approx.study``.
 """
 
 from __future__ import annotations
@@ -266,7 +269,8 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
     config = M.SecureConfig(ot_kind=a.ot)
     data = {"schema": SCHEMA, "machine": _machine(), **_git_commit(), "nimbus": __version__,
             "options": {"model": a.model, "layers": a.layers, "tokens": list(a.tokens), "repeat": a.repeat,
-                        "warmup": 1, "mode": a.mode, "networks": networks, "seed": a.seed,
+                        "warmup": a.warmup, "preload": a.preload, "mode": a.mode, "networks": networks, "seed": a.seed,
+                        "study": str(Path(a.study).resolve()) if getattr(a, "study", None) else None,
                         "session": "one session per query (hello and OT setup included in each)"}}
     t0 = time.perf_counter()
     w, name = build_model(a.model, a.layers, a.seed)
@@ -328,14 +332,14 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
     runs = []
     shaped = networks if a.mode == "tcp" else [None]
     for net in shaped:
-        peer = _Peer(spec, len(a.tokens) * (a.repeat + 1), net, out / "server") if net else None
+        peer = _Peer(spec, len(a.tokens) * (a.repeat + a.warmup), net, out / "server") if net else None
         try:
             for n in a.tokens:
                 samples = []
-                for rep in range(a.repeat + 1):
+                for rep in range(a.repeat + a.warmup):
                     toks = _tokens(arch, n, f"{n}/{rep}")
                     queries = client.encode([toks])
-                    tw = time.perf_counter()
+                    tw, st0 = time.perf_counter(), client.stream_seconds
                     if peer is None:
                         res = run_local(client.session(queries), server.connection())
                         tr, out_ = res.transcript, res.client
@@ -347,13 +351,13 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
                                      network=net, timeout=a.timeout, retry_s=60) as conn:
                             res = run_tcp(client.session(queries), conn)
                         tr, out_ = res.transcript, res.output
-                    wall = time.perf_counter() - tw
+                    wall, streamed = time.perf_counter() - tw, client.stream_seconds - st0
                     stable = peer.table() if peer else None
-                    if rep == 0:
+                    if rep < a.warmup:
                         log(f"  {net or 'local'} {n} tokens: warm-up {wall:.2f} s (excluded)")
                         continue
                     table = _merge_server(category_table(tr), stable)
-                    samples.append({"wall_s": wall, "categories": table,
+                    samples.append({"wall_s": wall, "stream_s": streamed, "categories": table,
                                     "layer_flights": _layer_flights(tr, arch.layers)})
                     log(f"  {net or 'local'} {n} tokens: {wall:.2f} s, {tr.cost().total_bytes / 1e6:.1f} MB, "
                         f"{tr.rounds} flights")
@@ -362,6 +366,7 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
                 lf = samples[0]["layer_flights"]
                 runs.append({"tokens": n, "network": net, "repeats": len(samples),
                              "wall_s": wall, "wall_samples_s": [s["wall_s"] for s in samples],
+                             "stream_s": statistics.median(s["stream_s"] for s in samples),
                              "categories": _finish(med, networks, wall, net),
                              "layers": {"flights": lf, "round_trips": [f / 2 for f in lf],
                                         "max_round_trips": max(lf) / 2 if lf else 0,
@@ -420,50 +425,15 @@ def amortisation(data: dict) -> dict | None:
 
 
 def plots(data: dict, out: Path) -> list[str]:
-    """PNG plots (matplotlib when installed; otherwise none): per-category stacked bars of the
-    projected time per network, and the setup amortisation curve."""
-    try:
-        import matplotlib
+    """PNG plots (matplotlib when installed, the ``bench`` extra; otherwise none), drawn by
+    :mod:`nimbus.bench.plots`: per run, per-category stacked bars of the time per query on each
+    network preset (compute vs network) and as measured, with the bytes per category
+    (``categories-<tokens>-<local|preset>.png``); the setup amortisation curves in time and bytes
+    (``amortisation.png``); with ``--study STUDY.json``, accuracy vs approximation table
+    (``accuracy-approx.png``). Returns the file names (in ``out``)."""
+    from nimbus.bench import plots as P
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    from nimbus.spec.cost import NETWORKS, Cost
-
-    made = []
-    for r in data.get("runs", []):
-        cats = {c: row for c, row in r["categories"].items() if c != "total"}
-        nets = data["options"]["networks"]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        bottom = [0.0] * len(nets)
-        for c, row in cats.items():
-            vals = [row["projected_s"][n] for n in nets]
-            ax.bar(nets, vals, bottom=bottom, label=c)
-            bottom = [b + v for b, v in zip(bottom, vals)]
-        ax.set_ylabel("projected seconds")
-        ax.set_title(f"{data['model']['name']}, {r['tokens']} tokens ({r['network'] or 'local'} run)")
-        ax.legend(fontsize=7, ncol=2)
-        name = f"categories-{r['tokens']}-{r['network'] or 'local'}.png"
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
-        made.append(name)
-    am = data.get("amortisation")
-    if am:
-        nq = max(10, 2 * (am["queries_time"] or 10))
-        xs = list(range(1, nq + 1))
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(xs, [am["setup_s"] + q * am["online_s"] for q in xs], label="nimbus: setup + online")
-        ax.plot(xs, [q * am["baseline"]["seconds"] for q in xs], label="baseline online (SPU/BumbleBee)")
-        ax.set_xlabel("queries")
-        ax.set_ylabel("seconds (this machine, loopback)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "amortisation.png", dpi=100)
-        plt.close(fig)
-        made.append("amortisation.png")
-    return made
+    return P.bench_plots(data, out, study=data.get("options", {}).get("study"))
 
 
 def _mb(b) -> str:
@@ -481,7 +451,8 @@ def report(data: dict) -> str:
          f"{m.get('loadavg_end')} at end.",
          f"Model: {arch['layers']} layers, hidden {arch['hidden']}, {arch['heads']} heads, ffn {arch['ffn']}, "
          f"vocab {arch['vocab']}, labels {len(arch['labels'])}.",
-         f"Mode `{o['mode']}`; {o['session']}; 1 warm-up session per length excluded; medians of {o['repeat']} "
+         f"Mode `{o['mode']}`; {o['session']}; {o.get('warmup', 1)} warm-up session(s) per length excluded"
+         f"{' (numba caches warm from earlier runs)' if o.get('warmup', 1) == 0 else ''}; medians of {o['repeat']} "
          "repeats. Projections: slower party's compute + slower direction's bytes / bandwidth + flights x latency.",
          ""]
     st = data.get("setup", {})
@@ -503,6 +474,10 @@ def report(data: dict) -> str:
               f"= {tot['round_trips']:.1f} round trips. Per encoder layer round trips: "
               f"{', '.join(f'{x:g}' for x in r['layers']['round_trips'])} (target <= {r['layers']['target_round_trips']}).",
               ""]
+        if r.get("stream_s"):
+            L += [f"The client's expanded matrices did not fit in memory: {r['stream_s']:.2f} s of its Linear "
+                  "compute is streaming them from the cache (reading, verifying, expanding) during the query; "
+                  "a client with the memory to preload them skips this (`--preload`).", ""]
         if tot["projection_error_s"]:
             (n, d), = tot["projection_error_s"].items()
             L += [f"Projection on `{n}` {tot['projected_s'][n]:.2f} s vs measured {r['wall_s']:.2f} s "
@@ -552,6 +527,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=None, metavar="K", help="keep only the first K encoder layers")
     p.add_argument("--tokens", type=int, nargs="+", default=[128, 32, 1], metavar="N", help="query lengths")
     p.add_argument("--repeat", type=int, default=3, metavar="R", help="measured sessions per length (after a warm-up)")
+    p.add_argument("--warmup", type=int, default=1, metavar="W",
+                   help="warm-up sessions per length, excluded (default 1; 0 for long full-model runs with warm JIT caches)")
     p.add_argument("--mode", choices=("local", "tcp"), default="local",
                    help="local: both parties in this process; tcp: two processes over shaped loopback")
     p.add_argument("--network", nargs="+", default=None, metavar="PRESET",
@@ -564,6 +541,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="keep the expanded matrices in memory (default: when they fit)")
     p.add_argument("--seed", type=int, default=0, help="torch seed of the random model weights")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="TCP peer timeout")
+    p.add_argument("--study", default=None, metavar="STUDY.json",
+                   help="an accuracy study (python -m nimbus.approx.study --out): also plot accuracy-approx.png")
 
 
 @command("bench", "benchmark secure BERT inference end to end (results.json + report.md)", configure)

@@ -1,0 +1,50 @@
+"""The accuracy harness (``nimbus.models.accuracy``) on a tiny checkpoint: secure results are
+checked against the fixed-point semantics, and ``--resume`` reuses and re-checks earlier work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nimbus.models import accuracy
+from nimbus.models.synthetic import save_tiny_checkpoint
+from nimbus.spec import model as M
+
+FAST = M.SecureConfig(ot_kind="iknp")
+
+
+def test_secure_runs_match_the_semantics_and_resume_rechecks_them(tmp_path, monkeypatch):
+    ck = save_tiny_checkpoint(tmp_path / "ck", labels=2)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    kw = dict(cache_dir=cache, model_dir=ck, progress=False, config=FAST)
+    r1 = accuracy.run(out, n=2, secure=1, **kw)
+    assert r1["secure"]["n"] == 1 and r1["secure"]["bit_exact_with_fixed_point_semantics"] == 1
+    assert r1["fixed_point_semantics"]["n"] == 2
+    assert len(json.loads((out / "fixed_point.json").read_text())["rows"]) == 2
+
+    calls = []
+    real = M.ideal_forward
+    monkeypatch.setattr(M, "ideal_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    r2 = accuracy.run(out, n=3, secure=2, resume=True, **kw)
+    assert len(calls) == 1  # snippets 0 and 1 came from fixed_point.json; only snippet 2 is new
+    assert r2["secure"]["n"] == 2 and r2["secure"]["bit_exact_with_fixed_point_semantics"] == 2
+    assert r2["fixed_point_semantics"]["n"] == 3
+
+    prog = out / "progress.jsonl"  # a tampered earlier result no longer matches the semantics
+    rows = [json.loads(x) for x in prog.read_text().splitlines()]
+    rows[0]["secure"][0] += 1.0
+    prog.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit, match="does not match"):
+        accuracy.run(out, n=3, secure=3, resume=True, **kw)
+
+
+def test_two_processes_give_the_same_results(tmp_path):
+    ck = save_tiny_checkpoint(tmp_path / "ck", labels=2)
+    kw = dict(n=2, secure=2, cache_dir=tmp_path / "cache", model_dir=ck, progress=False, config=FAST)
+    local = accuracy.run(tmp_path / "a", **kw)
+    tcp = accuracy.run(tmp_path / "b", tcp=True, **kw)
+    assert tcp["transport"].startswith("tcp") and tcp["secure"]["bit_exact_with_fixed_point_semantics"] == 2
+    rows = [[json.loads(x)["secure"] for x in (d / "progress.jsonl").read_text().splitlines()]
+            for d in (tmp_path / "a", tmp_path / "b")]
+    assert rows[0] == rows[1]
