@@ -13,6 +13,7 @@ from nimbus.spec import he as H
 from nimbus.spec import linear as S
 from nimbus.spec.errors import ProtocolError, ShapeError
 from nimbus.spec.params import ParamSet, Ring
+from nimbus.spec.prg import PRG
 from nimbus.spec.protocols import get_protocol
 
 #: Tiny, INSECURE parameter sets (N = 16 / 32) for exhaustive differential runs.
@@ -301,14 +302,43 @@ def test_block_encoding_computes_the_product(r, d, c, blocks, seed):
     assert_same(S.decode_targets(prod, plan), want, {"r": r, "d": d, "c": c, "blocks": blocks, "seed": seed})
 
 
-def _matmul(impl, params, ac, as_, bc, bs, seed="mm"):
-    s = _setup(impl, params, {}, ())
-    sk, _pk = s.server
-    return run_pair(impl.linear.matmul_client, impl.linear.matmul_server, params, impl,
-                    client_args=(ac, bc), server_args=(as_, bs, sk), seed=seed, label="mm")
+#: A tiny (INSECURE) products set whose flooding width covers packing 2^4 responses, with two
+#: 61-bit response primes (so the cost model's key-switch weight is below a response's bytes and
+#: the N = 16 plans below pack) and a 30-bit prime dropped: the packed path on the tiny sets.
+#: derivation: ntt_primes(61, 16, 2) + (TINY16.primes[2],)
+TINY16_PACK = H._sized("lin-test-pack-n16-l16", 16, (2305843009213693921, 2305843009213693153, 1073739937), 16, 2,
+                       (("mm", H.matmul_workload(16, 16, 2, 16, 2, fresh="sk", pack=4)),), eta=2, stat_bits=12,
+                       insecure_test_only=True).validate()
+P16P = ParamSet(name="tiny-he16-pack", linear=Ring(bits=16, frac=6), nonlinear=Ring(bits=12, frac=4), he=H.TINY16,
+                extra=(("matmul", TINY16_PACK),))
 
 
-@pytest.mark.parametrize("params", PARAMS, ids=lambda p: p.name)
+def _matmul(impl, params, ac, as_, bc, bs, seed="mm", sk=None):
+    """The session's key step (label ``keys``), then one product (label ``mm``)."""
+    from nimbus.conformance.harness import contexts
+    from nimbus.runtime import run_local
+
+    if sk is None:
+        sk, _pk = _setup(impl, params, {}, ()).server
+    c, s = contexts(params, impl, seed)
+
+    def client(ctx):
+        keys = yield from impl.linear.matmul_keys_client(ctx.sub("keys"))
+        return (yield from impl.linear.matmul_client(ctx.sub("mm"), ac, bc, keys))
+
+    def server(ctx):
+        yield from impl.linear.matmul_keys_server(ctx.sub("keys"), sk)
+        return (yield from impl.linear.matmul_server(ctx.sub("mm"), as_, bs, sk))
+
+    return run_local(client(c), server(s))
+
+
+def _check_costs(res, params, h, m, d, p):
+    assert res.transcript.cost("mm") == S.matmul_cost(params, h, m, d, p)
+    assert res.transcript.cost("keys") == S.matmul_keys_cost(params)
+
+
+@pytest.mark.parametrize("params", PARAMS + [P16P], ids=lambda p: p.name)
 @settings(max_examples=4)
 @given(h=st.integers(1, 2), m=st.integers(1, 4), d=st.integers(1, 3), p=st.integers(1, 5), seed=st.integers(0, 2**32))
 def test_matmul_is_the_ideal_functionality(impl, params, h, m, d, p, seed):
@@ -319,7 +349,7 @@ def test_matmul_is_the_ideal_functionality(impl, params, h, m, d, p, seed):
     res = _matmul(impl, params, ac, as_, bc, bs)
     assert_same((res.client, res.server), S.ideal_matmul(ac, as_, bc, bs, res.client, bits),
                 {"h": h, "m": m, "d": d, "p": p, "seed": seed})
-    assert res.transcript.cost() == S.matmul_cost(params, h, m, d, p)
+    _check_costs(res, params, h, m, d, p)
 
 
 def test_matmul_reference_and_optimized_identical(ref, opt):
@@ -327,6 +357,95 @@ def test_matmul_reference_and_optimized_identical(ref, opt):
     ac, as_, bc, bs = (_rand(rng, s, 16) for s in ((2, 4, 3), (2, 4, 3), (2, 3, 6), (2, 3, 6)))
     r, o = _matmul(ref, P16, ac, as_, bc, bs), _matmul(opt, P16, ac, as_, bc, bs)
     assert_same((r.client, r.server, r.transcript.digest()), (o.client, o.server, o.transcript.digest()))
+
+
+#: (heads, m, d, p) whose plans pack with TINY16_PACK (strides 2, 4 and 8, mixed strides and
+#: unpacked products in one call, groups across heads and cross terms, partial last groups).
+PACKED_SHAPES = [(3, 3, 4, 4), (2, 2, 3, 5), (3, 1, 8, 3)]
+
+
+@pytest.mark.parametrize("shape", PACKED_SHAPES, ids=str)
+def test_packed_matmul_reference_and_optimized_identical(ref, opt, shape):
+    """Output packing (automorphisms, key switching, pack_trace): reference == optimized bit for
+    bit (shares and transcript), the reconstruction is the ideal product, declared bytes ==
+    measured for the key step and the product, and fewer responses than products."""
+    h, m, d, p = shape
+    he = S.matmul_he(P16P)
+    p1, p2 = S.matmul_plan(he, m, d, p), S.matmul_plan(he, p, d, m)
+    packing = S.matmul_packing(p1, p2, h)
+    assert max(p1.pack, p2.pack) > 1 and packing.count < packing.products, (p1, p2)
+    rng = np.random.default_rng(sum(shape))
+    ac, as_, bc, bs = (_rand(rng, s, 16) for s in ((h, m, d), (h, m, d), (h, d, p), (h, d, p)))
+    r, o = _matmul(ref, P16P, ac, as_, bc, bs), _matmul(opt, P16P, ac, as_, bc, bs)
+    assert_same((r.client, r.server, r.transcript.digest()), (o.client, o.server, o.transcript.digest()), shape)
+    assert_same((r.client, r.server), S.ideal_matmul(ac, as_, bc, bs, r.client, 16), shape)
+    _check_costs(r, P16P, h, m, d, p)
+
+
+def test_pack_responses_matches_reference(ref, opt):
+    """The linear-layer packing kernel on random ciphertexts (mixed strides, partial groups)."""
+    he = TINY16_PACK
+    p1, p2 = S.MatmulPlan(4, 4, 4, 2, 4, 2, 4), S.MatmulPlan(4, 4, 4, 4, 2, 2, 2)
+    packing = S.matmul_packing(p1, p2, 3)
+    g = PRG.for_tests("pack-responses")
+    res = np.stack([np.stack([g.uniform_mod(f"r{i}", (packing.products, 2, he.n), p) for i, p in enumerate(he.primes)],
+                             axis=2)]).reshape(packing.products, 2, he.levels, he.n)
+    sk = ref.rlwe.keygen(he, g, "k")
+    sd = g.child_seed("gk")
+    keys = ref.rlwe.expand_galois(he, sd, ref.rlwe.galois_keygen(he, sk, S.matmul_galois(he), sd, g, "gk"))
+    assert_same(ref.linear.pack_responses(he, res, packing, keys), opt.linear.pack_responses(he, res, packing, keys))
+
+
+def test_unpack_responses_inverts_the_slot_layout():
+    """Group of stride D: member i's coefficient D u + D - 1 sits at D u + i of the packed plaintext."""
+    p1 = S.MatmulPlan(4, 4, 4, 2, 4, 2, 4)
+    packing = S.matmul_packing(p1, S.MatmulPlan(4, 4, 4, 4, 1, 4, 1), 1)
+    n = 16
+    z = np.arange(packing.count * n, dtype=np.uint64).reshape(packing.count, n)
+    u = S.unpack_responses(z, packing, n)
+    for c, (D, members) in enumerate(packing.groups):
+        for i, t in enumerate(members):
+            assert_same(u[t, D - 1::D], z[c, i::D])
+
+
+def test_matmul_key_messages_are_checked(impl):
+    """A key message of the wrong shape is a ProtocolError; a tampered encoding (a residue >= p,
+    a truncated or extended message) a DecodeError."""
+    from nimbus.conformance.harness import contexts
+    from nimbus.runtime import run_local
+    from nimbus.spec.errors import DecodeError
+    from nimbus.spec.messages import Message
+
+    he = S.matmul_he(P16P)
+    G = len(S.matmul_galois(he))
+    z = np.zeros
+    good = S.MatmulKeys(pk=z((2, he.levels, he.n), np.uint64), seed=b"\x01" * 32,
+                        gk=z((G, he.levels, he.levels, he.n), np.uint64))
+    for bad in (S.MatmulKeys(pk=good.pk, seed=good.seed, gk=good.gk[:-1]),
+                S.MatmulKeys(pk=good.pk[:1], seed=good.seed, gk=good.gk),
+                S.MatmulKeys(pk=good.pk, seed=good.seed, gk=good.gk[:, :, :1])):
+        c, s = contexts(P16P, impl, "badkeys")
+
+        def server(ctx, msg=bad):
+            yield ctx.send(msg)
+
+        with pytest.raises(ProtocolError):
+            run_local(impl.linear.matmul_keys_client(c.sub("keys")), server(s.sub("keys")))
+    raw = bytearray(good.encode(P16P))
+    assert len(raw) == S.matmul_keys_cost(P16P).s2c
+    Message.decode(bytes(raw), P16P, S.MatmulKeys)
+    with pytest.raises(DecodeError):
+        Message.decode(bytes(raw[:-1]), P16P, S.MatmulKeys)
+    with pytest.raises(DecodeError):
+        Message.decode(bytes(raw) + b"\x00", P16P, S.MatmulKeys)
+    tampered = bytearray(raw)
+    tampered[-4:] = b"\xff" * 4  # the last residue of gk becomes 2^30 - 1 >= its prime
+    with pytest.raises(DecodeError):
+        Message.decode(bytes(tampered), P16P, S.MatmulKeys)
+    with pytest.raises(ShapeError):  # the client refuses key material that is not the session's
+        run_pair(impl.linear.matmul_client, impl.linear.matmul_server, P16P, impl,
+                 client_args=(z((1, 2, 2), np.uint64), z((1, 2, 2), np.uint64), None),
+                 server_args=(z((1, 2, 2), np.uint64), z((1, 2, 2), np.uint64), None), label="mm")
 
 
 def test_matmul_with_its_own_he_set(ref, opt):
@@ -342,7 +461,7 @@ def test_matmul_with_its_own_he_set(ref, opt):
     r, o = _matmul(ref, P, ac, as_, bc, bs), _matmul(opt, P, ac, as_, bc, bs)
     assert_same((r.client, r.server, r.transcript.digest()), (o.client, o.server, o.transcript.digest()))
     assert_same((r.client, r.server), S.ideal_matmul(ac, as_, bc, bs, r.client, 16))
-    assert r.transcript.cost() == S.matmul_cost(P, 1, 3, 2, 4)
+    _check_costs(r, P, 1, 3, 2, 4)
 
 
 @pytest.mark.parametrize("he", [H.TINY16, TINY32_L12], ids=lambda h: h.name)
@@ -386,17 +505,18 @@ def test_bert_base_budgets():
 # -- the per-query flooding budget: the parties refuse longer queries ------------------------------
 def test_parties_refuse_queries_beyond_the_flooding_budget(impl):
     """M2: with the bert-base preset (M = 2^26), every linear party function of both
-    implementations refuses 129 tokens (max_query_tokens = 128) with the same ParameterError,
-    before any encryption work."""
+    implementations refuses max_query_tokens + 1 tokens with the same ParameterError, before any
+    encryption work (256 since the attention responses are packed: 128 tokens flood 2^24.2)."""
     from nimbus.spec.errors import ParameterError
     from nimbus.spec.params import PRESETS
     params = PRESETS["bert-base"]
     he = params.he
-    assert S.max_query_tokens(he) == S.max_query_tokens(S.matmul_he(params)) == 128
-    n, d = 129, 4
+    limit = S.max_query_tokens(he)
+    assert limit == S.max_query_tokens(S.matmul_he(params)) == 256
+    n, d = limit + 1, 4
     x = np.zeros((n, d), np.uint64)
     enc = np.zeros((1, d, 2, he.levels, he.n), np.uint64)
-    msg = "129 tokens exceed the per-query flooding budget"
+    msg = f"{n} tokens exceed the per-query flooding budget"
     with pytest.raises(ParameterError, match=msg):
         run_pair(impl.linear.cop_client, impl.linear.cop_server, params, impl,
                  client_args=(x, enc, None, d), server_args=(x, np.zeros((d, d), np.uint64), None, None),
@@ -408,4 +528,4 @@ def test_parties_refuse_queries_beyond_the_flooding_budget(impl):
     a, b = np.zeros((1, n, 64), np.uint64), np.zeros((1, 64, n), np.uint64)
     with pytest.raises(ParameterError, match=msg):
         run_pair(impl.linear.matmul_client, impl.linear.matmul_server, params, impl,
-                 client_args=(a, b), server_args=(a, b, None), label="mm")
+                 client_args=(a, b, None), server_args=(a, b, None), label="mm")

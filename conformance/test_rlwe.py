@@ -257,3 +257,135 @@ def test_decode_near_rounding_boundaries(impl, he):
         v = np.array([[x % p for x in xs] for p in he.primes[:level]], np.uint64)[None]
         want = np.array([(((x << (l + 1)) + q) // (2 * q)) % (1 << l) for x in xs], np.uint64)[None]
         assert_same(impl.rlwe.decode(he, v), want, {"he": he.name, "level": level})
+
+
+# -- automorphisms, Galois keys, key switching, packing (output packing of linear.matmul) ------
+def _sigma_plain(m, g, l):
+    """sigma_g on plaintexts (rows, N) in Z_2^l: coefficient j -> j g mod 2N, negated above N."""
+    n = m.shape[-1]
+    out = np.zeros_like(m)
+    for j in range(n):
+        t = j * g % (2 * n)
+        out[..., t % n] = ((-m[..., j].astype(object) if t >= n else m[..., j].astype(object)) % (1 << l)).astype(np.uint64)
+    return out
+
+
+def _galois_run(M, he, seed: str, m, g_extra: int, D: int):
+    """Keys, automorphism, key switch and packing once each on one deterministic PRG stream."""
+    g = PRG.for_tests(seed)
+    o = {}
+    sk = M.keygen(he, g, "k")
+    sd = g.child_seed("seed")
+    ct = M.expand_seeded(he, sd, M.encrypt_symmetric(he, sk, m, sd, g, "enc"))
+    gs = H.pack_elements(he.n, D.bit_length() - 1) + (g_extra,)
+    ks = g.child_seed("gk")
+    o["gk"] = gk = M.galois_keygen(he, sk, gs, ks, g, "gk")
+    o["keys"] = keys = M.expand_galois(he, ks, gk)
+    o["auto"] = M.automorphism(he, ct, g_extra)
+    o["switched"] = sw = M.apply_galois(he, ct, g_extra, keys[-1])
+    o["dec_switched"] = M.decrypt(he, sk, sw)
+    o["ks_low"] = M.key_switch(he, M.mod_switch(he, M.automorphism(he, ct, g_extra), 1), keys[-1])
+    rows = (m.shape[0] // D) * D
+    if rows:
+        o["packed"] = pk = M.pack_trace(he, ct[:rows].reshape((-1, D) + ct.shape[1:]), keys)
+        o["dec_packed"] = M.decrypt(he, sk, pk)
+    return o, sk
+
+
+@pytest.mark.parametrize("he", TINY, ids=lambda h: h.name)
+@settings(max_examples=6)
+@given(data=st.data())
+def test_galois_reference_and_optimized_agree(he, data):
+    """automorphism, galois_keygen/expand_galois, key_switch (full and lower level), apply_galois
+    and pack_trace: bit for bit the same in both implementations."""
+    D = data.draw(st.sampled_from([1, 2, 4]))
+    m = data.draw(_plain(he, 4))
+    g_extra = data.draw(st.integers(0, he.n - 1).map(lambda v: 2 * v + 1))
+    seed = data.draw(st.text("abc", min_size=1, max_size=4))
+    ref, _ = _galois_run(REF, he, seed, m, g_extra, D)
+    opt, _ = _galois_run(OPT, he, seed, m, g_extra, D)
+    assert_same(ref, opt, {"he": he.name, "seed": seed, "g": g_extra, "D": D})
+
+
+@pytest.mark.parametrize("he", TINY, ids=lambda h: h.name)
+def test_galois_and_packing_decrypt_as_specified(impl, he):
+    """apply_galois decrypts to sigma_g(m); pack_trace to sum_i X^i P_D(m_i) (every input's
+    coefficients at the multiples of D, the rest annihilated), with measured noise within
+    ``analyze``'s ("pack", k) term."""
+    M, l, n = impl.rlwe, he.plain_bits, he.n
+    D = 4
+    g_extra = 2 * n - 3
+    m = PRG.for_tests(f"gal/{he.name}").uniform("m", (2 * D, n), l)
+    out, sk = _galois_run(M, he, f"gal/{he.name}", m, g_extra, D)
+    assert_same(out["dec_switched"], _sigma_plain(m, g_extra, l))
+    want = np.zeros((2, n), np.uint64)
+    for b in range(2):
+        for i in range(D):
+            want[b, i::D] = m[b * D + i, ::D]
+    assert_same(out["dec_packed"], want)
+    fresh = H.analyze(he, (("fresh_sk",),)).total
+    bound = H.analyze(he, (("fresh_sk",), ("pack", 2))).total
+    assert bound == fresh + 3 * H.ks_noise_bound(he, he.levels)
+    assert M.noise(he, sk, out["packed"], want) <= bound + 1
+    assert M.noise(he, sk, out["switched"], _sigma_plain(m, g_extra, l)) <= fresh + H.ks_noise_bound(he, he.levels) + 1
+
+
+def test_galois_elements():
+    """g = N/s + 1 negates X^s and fixes X^(2s) (the derivation in spec.he)."""
+    n = 8192
+    for t in range(13):
+        s = 1 << t
+        g = H.galois_element(n, s)
+        assert (s * g) % (2 * n) == s + n and (2 * s * g) % (2 * n) == 2 * s
+    assert H.pack_elements(16, 3) == (17, 9, 5)
+    assert H.galois_key_count(H.MATMUL64) == H.PACK_MAX_LEVELS
+    with pytest.raises(Exception):
+        H.galois_element(16, 3)
+
+
+def test_galois_bad_inputs_raise_shape_error(impl):
+    he, M = H.TINY16, impl.rlwe
+    g = PRG.for_tests("gal-bad")
+    sk = M.keygen(he, g, "k")
+    good = np.zeros((1, 2, he.levels, he.n), np.uint64)
+    key = np.zeros((he.levels, 2, he.levels, he.n), np.uint64)
+    with pytest.raises(ShapeError):
+        M.automorphism(he, good, 4)  # even: not an automorphism of the ring
+    with pytest.raises(ShapeError):
+        M.key_switch(he, good, key[:, :, :1])
+    with pytest.raises(ShapeError):
+        M.galois_keygen(he, sk, (2,), g.child_seed("s"), g, "gk")
+    with pytest.raises(ShapeError):
+        M.expand_galois(he, g.child_seed("s2"), np.zeros((1, he.levels, 1, he.n), np.uint64))
+    with pytest.raises(ShapeError):
+        M.pack_trace(he, np.zeros((1, 3, 2, he.levels, he.n), np.uint64), key[None].repeat(2, 0))
+    with pytest.raises(ShapeError):
+        M.pack_trace(he, np.zeros((1, 4, 2, he.levels, he.n), np.uint64), key[None])  # 2 keys needed
+
+
+def test_packing_at_matmul64_decrypts_within_the_analysis(opt):
+    """At the real products set (N = 8192, 51/32-bit primes): Galois keys, pack_trace of 8
+    fresh ciphertexts at the full level, modulus switching and flooding decrypt to the packed
+    plaintext, and the measured noise is within analyze's ("pack", 3) bound at every step."""
+    he, M = H.MATMUL64, opt.rlwe
+    n, l, D = he.n, he.plain_bits, 8
+    g = PRG.for_tests("pack-matmul64")
+    sk = M.keygen(he, g, "k")
+    pk = M.keygen_public(he, sk, g, "pk")
+    m = g.uniform("m", (D, n), l)
+    sd = g.child_seed("s")
+    ct = M.expand_seeded(he, sd, M.encrypt_symmetric(he, sk, m, sd, g, "e"))
+    ks = g.child_seed("gk")
+    keys = M.expand_galois(he, ks, M.galois_keygen(he, sk, H.pack_elements(n, H.galois_key_count(he)), ks, g, "gk"))
+    packed = M.pack_trace(he, ct[None], keys)[0]
+    want = np.zeros(n, np.uint64)
+    for i in range(D):
+        want[i::D] = m[i, ::D]
+    ops = (("fresh_sk",), ("pack", 3), ("mod_switch", he.response_level), ("flood",))
+    assert M.noise(he, sk, packed, want) <= H.analyze(he, ops[:2]).total + 1
+    sw = M.mod_switch(he, packed, he.response_level)
+    assert M.noise(he, sk, sw, want) <= H.analyze(he, ops[:3]).total + 1
+    fl = M.flood(he, pk, sw, g, "fl")
+    end = H.analyze(he, ops)
+    assert M.noise(he, sk, fl, want) <= end.total + 1 and end.correct and end.flooding_ok
+    assert_same(M.decrypt(he, sk, fl), want)

@@ -121,8 +121,8 @@ def _bert_base_flooded_ciphertexts(S, tokens: int) -> tuple[int, int]:
     att = 0
     if hasattr(S, "matmul_plan"):
         for m, d, p in ((tokens, 64, tokens), (tokens, tokens, 64)):  # Q K^T, P V per head
-            p1, p2 = S.matmul_plan(H.MATMUL64, m, d, p), S.matmul_plan(H.MATMUL64, p, d, m)
-            att += 12 * 12 * (p1.nr * p1.nc + p2.nr * p2.nc)  # both cross terms, 12 heads, 12 layers
+            p1, p2 = S.matmul_plan(H.COP64, m, d, p), S.matmul_plan(H.COP64, p, d, m)
+            att += 12 * S.matmul_packing(p1, p2, 12).count  # packed responses of 12 heads, 12 layers
     return cop, att
 
 
@@ -140,7 +140,7 @@ def test_flooded_count_covers_a_bert_base_query():
         assert sum(_bert_base_flooded_ciphertexts(S, tokens)) * H.COP64.n <= H.BERT_BASE_FLOODED
     if hasattr(S, "max_query_tokens"):
         assert S.query_flooded(H.COP64, 128) == (cop + att) * H.COP64.n
-        assert S.query_flooded(H.COP64, 129) > H.BERT_BASE_FLOODED
+        assert S.query_flooded(H.COP64, 257) > H.BERT_BASE_FLOODED
 
 
 def test_token_limit_is_enforced():
@@ -148,16 +148,17 @@ def test_token_limit_is_enforced():
     protocol set; the spec's layouts (used by both implementations) refuse longer queries."""
     S = pytest.importorskip("nimbus.spec.linear")
     for he in (H.COP64, H.MATMUL64, H.COP40):
-        assert S.max_query_tokens(he) == 128
-        assert all(S.query_flooded(he, t) <= he.max_flooded for t in range(1, 129))
-        assert S.query_flooded(he, 129) > he.max_flooded
-        S.cop_layout(he, 128, 768, 768)
-        with pytest.raises(ParameterError, match="129 tokens exceed the per-query flooding budget"):
-            S.cop_layout(he, 129, 768, 768)
+        T = S.max_query_tokens(he)  # packed attention responses: 256 (COP40's plans do not pack: 128)
+        assert T == (128 if he is H.COP40 else 256)
+        assert all(S.query_flooded(he, t) <= he.max_flooded for t in range(1, T + 1, 17))
+        assert S.query_flooded(he, T + 1) > he.max_flooded
+        S.cop_layout(he, T, 768, 768)
+        with pytest.raises(ParameterError, match=f"{T + 1} tokens exceed the per-query flooding budget"):
+            S.cop_layout(he, T + 1, 768, 768)
         with pytest.raises(ParameterError, match="per-query flooding budget"):
-            S.embed_layout(he, 129, 768)
+            S.embed_layout(he, T + 1, 768)
         with pytest.raises(ParameterError, match="per-query flooding budget"):
-            S.matmul_plan(he, 129, 64, 129)
+            S.matmul_plan(he, T + 1, 64, T + 1)
     assert S.max_query_tokens(H.TINY16) is None  # per-coefficient test sets: no query budget
     S.cop_layout(H.TINY16, 300, 4, 4)
 

@@ -10,22 +10,24 @@ from __future__ import annotations
 import numpy as np
 
 from nimbus.reference.linear import (  # noqa: F401
-    client_setup, cop_client, cop_server, embed_client, embed_server, matmul_client, matmul_server,
-    server_setup,
+    client_setup, cop_client, cop_server, embed_client, embed_server, matmul_client, matmul_keys_client,
+    matmul_keys_server, matmul_server, server_setup,
 )
 from nimbus.spec import linear as S
 from nimbus.spec.errors import ShapeError
 
 from . import _linear_kernels as K
+from . import rlwe as _rlwe
 
 __all__ = [
     "mac", "pack", "server_setup", "client_setup", "cop_client", "cop_server",
     "embed_client", "embed_server", "matmul_client", "matmul_server", "plain_mac",
+    "matmul_keys_client", "matmul_keys_server", "pack_responses",
 ]
 
 #: Functions taken from the reference unchanged (orchestration only).
 REUSED = frozenset({"server_setup", "client_setup", "cop_client", "cop_server", "embed_client", "embed_server",
-                    "matmul_client", "matmul_server"})
+                    "matmul_client", "matmul_server", "matmul_keys_client", "matmul_keys_server"})
 
 
 def mac(he, cts, x) -> np.ndarray:
@@ -48,3 +50,24 @@ def plain_mac(he, cts, polys) -> np.ndarray:
     if cts.ndim != 4 or polys.ndim != 3 or polys.shape[0] != cts.shape[0] or polys.shape[2] != he.n:
         raise ShapeError(f"plain_mac: cts {cts.shape} with polys {polys.shape}")
     return K.plain_mac(he, cts, polys)
+
+
+def pack_responses(he, res, packing: S.MatmulPacking, galois) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.linear.pack_responses`: all groups of one stride go
+    through one batched ``rlwe.pack_trace`` (numba automorphisms, NTT key switching)."""
+    res = np.asarray(res)
+    if res.ndim != 4 or res.shape[0] != packing.products:
+        raise ShapeError(f"pack_responses: {packing.products} products expected, got {res.shape}")
+    out = np.empty((packing.count,) + res.shape[1:], np.uint64)
+    for D in dict.fromkeys(D for D, _ in packing.groups):
+        idx = [c for c, (d, _) in enumerate(packing.groups) if d == D]
+        if D == 1:
+            out[idx] = res[[packing.groups[c][1][0] for c in idx]]
+            continue
+        batch = np.zeros((len(idx), D) + res.shape[1:], np.uint64)
+        src = [t for c in idx for t in packing.groups[c][1]]
+        dst = [(b, i) for b, c in enumerate(idx) for i in range(len(packing.groups[c][1]))]
+        shifted = _rlwe.mul_monomial(he, res[src], -(D - 1))
+        batch[[b for b, _ in dst], [i for _, i in dst]] = shifted
+        out[idx] = _rlwe.pack_trace(he, batch, galois)
+    return out

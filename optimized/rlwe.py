@@ -22,11 +22,13 @@ from nimbus.spec.errors import ShapeError
 from nimbus.spec.messages import packed_size
 
 from . import _ntt as K
+from . import _pack_kernels as PK
 
 __all__ = [
     "keygen", "keygen_public", "encode", "decode", "encrypt_symmetric", "expand_seeded",
     "encrypt_public", "decrypt", "add", "sub", "mul_scalar", "mac_scalar", "mul_monomial",
     "mul_plain", "mod_switch", "flood", "noise", "pack_bits", "unpack_bits",
+    "automorphism", "galois_keygen", "expand_galois", "key_switch", "apply_galois", "pack_trace",
 ]
 
 
@@ -386,6 +388,155 @@ def flood(he: H.HEParams, pk, ct, prg, label: str, bound: int | None = None) -> 
     F = he.flood_bound if bound is None else int(bound)
     zero = np.zeros(np.shape(ct)[:-3] + (level, he.n), dtype=np.uint64)
     return add(he, ct, _pk_encrypt(he, np.asarray(pk)[:, :level], zero, prg, label, F))
+
+
+# -- automorphisms, key switching, packing ---------------------------------------------------
+def _check_g(he, g: int) -> int:
+    g = int(g)
+    if g % 2 == 0 or not 0 < g < 2 * he.n:
+        raise ShapeError(f"Galois element {g} must be odd in (0, 2N)")
+    return g
+
+
+def _auto(he, a, g):
+    """sigma_g on residues (R, L', N)."""
+    a = _rows(a, 2)
+    out = np.empty_like(a)
+    PK.auto_kernel(a, np.int64(g), np.array(he.primes[: a.shape[1]], np.uint64), out)
+    return out
+
+
+def automorphism(he: H.HEParams, ct, g: int) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.rlwe.automorphism` (one permutation pass)."""
+    _level(he, ct)
+    g = _check_g(he, g)
+    return _auto(he, ct, g).reshape(np.shape(ct))
+
+
+def galois_keygen(he: H.HEParams, sk: H.SecretKey, gs, seed: bytes, prg, label: str) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.rlwe.galois_keygen` (NTT products)."""
+    gs = [_check_g(he, g) for g in gs]
+    L, n = he.levels, he.n
+    G = len(gs)
+    a = H.expand_a(he, seed, G * L)
+    e = _signed(he, H.draw_error(he, prg, label + "/e", (G, L)), L)
+    a_s = _polymul(he, a, np.broadcast_to(_secret_mont(he, sk, L), a.shape).copy())
+    out = np.empty_like(a)
+    K.sub_mod(e, a_s, np.array(he.primes, np.uint64), out)
+    out = out.reshape(G, L, L, n)
+    s_rns = _signed(he, sk.s[None], L)
+    for t, g in enumerate(gs):
+        sg = _auto(he, s_rns, g)[0]  # sigma_g(s) mod every prime
+        for i in range(L):  # + sigma_g(s) on digit i's own prime (the gadget's CRT idempotent)
+            v = out[t, i, i] + sg[i]
+            out[t, i, i] = np.where(v >= np.uint64(he.primes[i]), v - np.uint64(he.primes[i]), v)
+    return out
+
+
+def expand_galois(he: H.HEParams, seed: bytes, c0) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.rlwe.expand_galois`."""
+    c0 = np.asarray(c0)
+    if c0.ndim != 4 or c0.shape[1:3] != (he.levels, he.levels) or c0.shape[3] != he.n:
+        raise ShapeError(f"seeded Galois keys must be (G, {he.levels}, {he.levels}, {he.n}), got {c0.shape}")
+    full = expand_seeded(he, seed, c0.reshape((-1, he.levels, he.n)))
+    return full.reshape(c0.shape[:2] + (2, he.levels, he.n))
+
+
+def _check_key(he, key, level):
+    key = np.asarray(key)
+    if key.dtype != np.uint64 or key.shape != (he.levels, 2, he.levels, he.n):
+        raise ShapeError(f"a Galois key is uint64 ({he.levels}, 2, {he.levels}, {he.n}), got {key.dtype}{key.shape}")
+    return key[:level, :, :level]
+
+
+def _key_ntt(he, key, level):
+    """A Galois key (L', 2, L', N) in Montgomery NTT form."""
+    k = np.ascontiguousarray(key).reshape(level * 2, level, he.n)
+    return _mont(he, _ntt(he, k)).reshape(level, 2, level, he.n)
+
+
+@functools.lru_cache(maxsize=64)
+def _onep(he: H.HEParams, level: int) -> np.ndarray:
+    """floor(2^64 / p_j) for the primes of the level (the digits' reduction constants)."""
+    return np.array([(1 << 64) // p for p in he.primes[:level]], np.uint64)
+
+
+def _switch_acc(he, ct, kn, level):
+    """sum_i d_i (b_i, a_i) (coefficient form, (B, 2, L', N)) for ciphertexts ct (B, 2, L', N),
+    d_i the digits of c1, kn the key in NTT form."""
+    B = ct.shape[0]
+    t = _t(he, level)
+    d = np.empty((B, level, level, he.n), np.uint64)
+    PK.digits_kernel(ct[:, 1], t["primes"], _onep(he, level), d)  # 1. digits
+    K.ntt_batch(d.reshape(B * level, level, he.n), t["W"], t["Wp"], t["primes"])
+    acc = np.empty((B, 2, level, he.n), np.uint64)
+    PK.ks_mac_ntt(d, kn, t["primes"], t["pinv"], acc)  # 2. sum_i d_i (b_i, a_i)
+    _intt(he, acc.reshape(B * 2, level, he.n))
+    return acc
+
+
+def _switch(he, ct, kn, level):
+    """Key switching of ciphertexts ct (B, 2, L', N) with the NTT-form key kn."""
+    acc = _switch_acc(he, ct, kn, level)
+    acc[:, 0] = _addm(he, np.ascontiguousarray(acc[:, 0]), np.ascontiguousarray(ct[:, 0]))
+    return acc
+
+
+def key_switch(he: H.HEParams, ct, key) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.rlwe.key_switch` (digits, NTT, accumulate, one inverse NTT)."""
+    level = _level(he, ct)
+    key = _check_key(he, key, level)
+    flat = _rows(ct, 3)
+    out = _switch(he, flat, _key_ntt(he, key, level), level)
+    return out.reshape(np.shape(ct))
+
+
+def apply_galois(he: H.HEParams, ct, g: int, key) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.rlwe.apply_galois`."""
+    return key_switch(he, automorphism(he, ct, g), key)
+
+
+def _mul_int(he, a, c: int):
+    """a * c mod every prime, a (R, L', N)."""
+    level = a.shape[1]
+    pr = he.primes[:level]
+    w = np.array([c % p for p in pr], np.uint64)
+    wp = np.array([((c % p) << 64) // p for p in pr], np.uint64)
+    out = np.empty_like(a)
+    PK.mul_const_kernel(np.ascontiguousarray(a), w, wp, np.array(pr, np.uint64), out)
+    return out
+
+
+def pack_trace(he: H.HEParams, cts, keys) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.rlwe.pack_trace`: every level is one batched automorphism
+    and one batched key switch over all groups (the key in NTT form once per level)."""
+    cts = np.asarray(cts)
+    if cts.ndim != 5:
+        raise ShapeError(f"pack_trace: cts (B, D, 2, L, N), got {cts.shape}")
+    level = _level(he, cts)
+    B, D = cts.shape[:2]
+    if D < 1 or D & (D - 1) or D > he.n:
+        raise ShapeError(f"pack_trace: D = {D} must be a power of two <= N")
+    keys = np.asarray(keys)
+    k = D.bit_length() - 1
+    if keys.ndim != 5 or keys.shape[0] < k:
+        raise ShapeError(f"pack_trace: {k} Galois keys needed, got {keys.shape}")
+    n = he.n
+    pr = np.array(he.primes[:level], np.uint64)
+    cur = _mul_int(he, _rows(cts, 2), pow(D, -1, he.q(level))).reshape(B, D, 2, level, n)  # 1.
+    s = D // 2
+    while s >= 1:  # 2. level s: inputs t and t + s of every group (fused passes)
+        g = H.galois_element(n, s)
+        kn = _key_ntt(he, _check_key(he, keys[s.bit_length() - 1], level), level)
+        plus = np.empty((B, s, 2, level, n), np.uint64)
+        auto = np.empty_like(plus)
+        PK.combine_level(cur, s, np.int64(g), pr, plus, auto)  # E + X^s O, sigma_g(E - X^s O)
+        auto = auto.reshape(B * s, 2, level, n)
+        acc = _switch_acc(he, auto, kn, level)
+        nxt = np.empty_like(auto)
+        PK.finish_level(plus.reshape(B * s, 2, level, n), acc, auto, pr, nxt)
+        cur, s = nxt.reshape(B, s, 2, level, n), s // 2
+    return cur[:, 0]
 
 
 # -- serialisation --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from nimbus.spec.proto import Ctx, Proto
 __all__ = [
     "mac", "pack", "server_setup", "client_setup", "cop_client", "cop_server",
     "embed_client", "embed_server", "matmul_client", "matmul_server", "plain_mac",
+    "matmul_keys_client", "matmul_keys_server", "pack_responses",
 ]
 
 
@@ -297,16 +298,94 @@ def _cross(ctx: Ctx, he, cts, C, plan) -> np.ndarray:
     return np.concatenate([ctx.impl.linear.plain_mac(he, cts[ib], polys) for ib in range(plan.nr)])
 
 
-def matmul_client(ctx: Ctx, a_c: np.ndarray, b_c: np.ndarray) -> Proto[np.ndarray]:
+def pack_responses(he, res, packing: S.MatmulPacking, galois) -> np.ndarray:
+    """The packed response ciphertexts (C, 2, L, N) of ``linear.matmul`` at the full level.
+
+    Runs on: the client, before modulus switching and flooding. Inputs: res (products, 2, L, N)
+    the unpacked cross-term products (targets at ``D - 1 mod D``); packing; galois (G, L, 2, L, N)
+    the session's Galois keys. Steps per group of stride D > 1: shift every member by X^-(D-1)
+    (targets onto the multiples of D), then ``rlwe.pack_trace`` (member i onto the slots
+    ``= i mod D``; missing members are zero ciphertexts); groups of stride 1 pass unchanged.
+    Cost: ``packing.key_switches`` key switches. Reference: [CDKS21, Alg. 2], [BUMBLEBEE25, §3.2].
+    """
+    res = np.asarray(res)
+    if res.ndim != 4 or res.shape[0] != packing.products:
+        raise ShapeError(f"pack_responses: {packing.products} products expected, got {res.shape}")
+    out = [None] * packing.count
+    for D in dict.fromkeys(D for D, _ in packing.groups):
+        idx = [c for c, (d, _) in enumerate(packing.groups) if d == D]
+        if D == 1:
+            for c in idx:
+                out[c] = res[packing.groups[c][1][0]]
+            continue
+        batch = np.zeros((len(idx), D) + res.shape[1:], np.uint64)
+        for b, c in enumerate(idx):  # 1. targets onto the multiples of D
+            for i, t in enumerate(packing.groups[c][1]):
+                batch[b, i] = _rlwe.mul_monomial(he, res[t], -(D - 1))
+        packed = _rlwe.pack_trace(he, batch, galois)  # 2. trace-pack D at a time
+        for b, c in enumerate(idx):
+            out[c] = packed[b]
+    return np.stack(out)
+
+
+def _galois_shape(he) -> tuple:
+    G = len(S.matmul_galois(he))
+    return (G, he.levels, 2, he.levels, he.n)
+
+
+def matmul_keys_server(ctx: Ctx, sk: SecretKey) -> Proto[S.MatmulKeyring]:
+    """Server side of the session's key step for ``linear.matmul``: send the products' public key
+    and seeded Galois keys, once per session (a query runs 2 products per layer).
+
+    Runs on: server. Private inputs: sk (the setup key; its s keys the products' HE set).
+    Returns: the :class:`~nimbus.spec.linear.MatmulKeyring` the client obtains.
+    Cost: ``matmul_keys_cost``: one ``MatmulKeys`` (s2c), 1 round.
+    Reference: [CDKS21, §2.2], [BUMBLEBEE25]. The client learns RLWE samples under the server's key.
+    """
+    he = S.matmul_he(ctx.params)
+    pk = ctx.impl.rlwe.keygen_public(he, sk, ctx.prg, ctx.path("pk"))  # 1. public key (flooding)
+    seed = ctx.seed("galois")  # 2. Galois keys, seeded (half size on the wire)
+    gk = ctx.impl.rlwe.galois_keygen(he, sk, S.matmul_galois(he), seed, ctx.prg, ctx.path("galois"))
+    yield ctx.send(S.MatmulKeys(pk=pk, seed=seed, gk=gk))
+    return S.MatmulKeyring(pk, ctx.impl.rlwe.expand_galois(he, seed, gk))
+
+
+def matmul_keys_client(ctx: Ctx) -> Proto[S.MatmulKeyring]:
+    """Client side of :func:`matmul_keys_server`: receive, check the shapes, expand the seeds.
+
+    Runs on: client. Returns: the session's :class:`~nimbus.spec.linear.MatmulKeyring`.
+    Raises ProtocolError on a key of the wrong shape (DecodeError on a malformed message).
+    """
+    he = S.matmul_he(ctx.params)
+    msg = yield ctx.recv(S.MatmulKeys)
+    want = _galois_shape(he)
+    if msg.pk.shape != (2, he.levels, he.n) or msg.gk.shape != want[:2] + want[3:]:
+        raise ProtocolError(f"matmul keys: pk {msg.pk.shape}, Galois keys {msg.gk.shape}, expected "
+                            f"{(2, he.levels, he.n)}, {want[:2] + want[3:]}")
+    return S.MatmulKeyring(msg.pk, ctx.impl.rlwe.expand_galois(he, msg.seed, msg.gk))
+
+
+def _keyring(keys, he) -> S.MatmulKeyring:
+    if not isinstance(keys, S.MatmulKeyring):
+        raise ShapeError("matmul_client needs the session's MatmulKeyring (run matmul_keys_client first)")
+    _pk(keys.pk, he)
+    g = np.asarray(keys.galois)
+    if g.dtype != np.uint64 or g.shape != _galois_shape(he):
+        raise ShapeError(f"Galois keys must be uint64 {_galois_shape(he)}, got {g.dtype}{g.shape}")
+    return keys
+
+
+def matmul_client(ctx: Ctx, a_c: np.ndarray, b_c: np.ndarray, keys: S.MatmulKeyring) -> Proto[np.ndarray]:
     """Client side of shares of ``A B`` per head for shared A (H, m, d) and B (H, d, p).
 
-    Runs on: client. Private inputs: a_c, b_c (its shares). Public inputs: the shapes.
-    Returns: its share (H, m, p) at scale 2^(2f): ``A_c B_c + M`` (M: its masks).
-    Cost: ``matmul_cost``: the server's public key of the products' HE set (``matmul_he``) and
-    its seeded ciphertexts of A_s and B_s^T blocks (s2c); the masked, flooded cross terms
-    ``A_s B_c`` and ``(B_s^T A_c^T)^T`` (c2s): 2 rounds.
-    Reference: [CHEETAH22, §3.1] encoding, cross terms as in [BUMBLEBEE25]; [NIMBUS24, §5].
-    The client learns IND-CPA ciphertexts only.
+    Runs on: client. Private inputs: a_c, b_c (its shares). Public inputs: the shapes; keys, the
+    session's key material (:func:`matmul_keys_client`). Returns: its share (H, m, p) at scale
+    2^(2f): ``A_c B_c + M`` (M: its masks at the targets).
+    Cost: ``matmul_cost``: the server's seeded ciphertexts of A_s and B_s^T blocks (s2c); the
+    cross terms ``A_s B_c`` and ``(B_s^T A_c^T)^T`` packed (``matmul_packing``, key switching at
+    the full level), switched, flooded and masked (c2s): 2 rounds.
+    Reference: [CHEETAH22, §3.1] encoding, cross terms as in [BUMBLEBEE25]; output packing
+    [CDKS21, Alg. 2], [BUMBLEBEE25, §3.2]; [NIMBUS24, §5]. The client learns IND-CPA ciphertexts only.
     """
     he = S.matmul_he(ctx.params)
     R = ctx.params.linear
@@ -316,10 +395,11 @@ def matmul_client(ctx: Ctx, a_c: np.ndarray, b_c: np.ndarray) -> Proto[np.ndarra
     H, m, d = a_c.shape
     p = b_c.shape[2]
     p1, p2 = S.matmul_plan(he, m, d, p), S.matmul_plan(he, p, d, m)
+    keys = _keyring(keys, he)
+    packing = S.matmul_packing(p1, p2, H)
     n1, n2 = p1.nr * p1.nd, p2.nr * p2.nd
-    pk = (yield ctx.recv(S.MatmulKey)).pk  # 1. the server's key and encrypted share blocks
-    msg = yield ctx.recv(S.MatmulBlocks)
-    if msg.c0.shape != (H * (n1 + n2), he.levels, he.n) or pk.shape != (2, he.levels, he.n):
+    msg = yield ctx.recv(S.MatmulBlocks)  # 1. the server's encrypted share blocks
+    if msg.c0.shape != (H * (n1 + n2), he.levels, he.n):
         raise ProtocolError(f"matmul: {msg.c0.shape[0]} encrypted blocks, expected {H * (n1 + n2)}")
     cts = ctx.impl.rlwe.expand_seeded(he, msg.seed, msg.c0)
     res = []
@@ -328,28 +408,36 @@ def matmul_client(ctx: Ctx, a_c: np.ndarray, b_c: np.ndarray) -> Proto[np.ndarra
         res.append(_cross(ctx, he, cts[base:base + n1].reshape((p1.nr, p1.nd) + cts.shape[1:]), b_c[h], p1))
         res.append(_cross(ctx, he, cts[base + n1:base + n1 + n2].reshape((p2.nr, p2.nd) + cts.shape[1:]),
                           a_c[h].T, p2))
-    res = np.concatenate(res)
+    res = ctx.impl.linear.pack_responses(he, np.concatenate(res), packing, keys.galois)  # 3. pack (full level)
     lvl = he.response_level or he.levels
-    res = ctx.impl.rlwe.mod_switch(he, res, lvl)  # 3. switch, flood
-    res = ctx.impl.rlwe.flood(he, pk, res, ctx.prg, ctx.path("flood"))
-    mask = ctx.uniform("mask", (res.shape[0], he.n), R.bits)  # 4. mask every coefficient
+    res = ctx.impl.rlwe.mod_switch(he, res, lvl)  # 4. switch, flood
+    res = ctx.impl.rlwe.flood(he, keys.pk, res, ctx.prg, ctx.path("flood"))
+    mask = ctx.uniform("mask", (res.shape[0], he.n), R.bits)  # 5. mask every coefficient
     trivial = np.stack([ctx.impl.rlwe.encode(he, mask, lvl), np.zeros((res.shape[0], lvl, he.n), np.uint64)], axis=1)
     yield ctx.send(S.MatmulResponse(ct=ctx.impl.rlwe.sub(he, res, trivial)))
-    out = np.empty((H, m, p), np.uint64)  # 5. my share: A_c B_c + my masks at the targets
+    return _shares(ctx, he, S.unpack_responses(mask, packing, he.n), a_c, b_c, p1, p2)  # 6. A_c B_c + masks
+
+
+def _shares(ctx: Ctx, he, z, x, y, p1, p2) -> np.ndarray:
+    """``x[h] y[h] + t1 + t2^T`` per head, t1, t2 the targets of the unpacked plaintexts z."""
+    R = ctx.params.linear
+    H, m, p = x.shape[0], x.shape[1], y.shape[2]
     k1, k2 = p1.nr * p1.nc, p2.nr * p2.nc
+    out = np.empty((H, m, p), np.uint64)
     for h in range(H):
         base = h * (k1 + k2)
-        m1 = S.decode_targets(mask[base:base + k1].reshape(p1.nr, p1.nc, he.n), p1)
-        m2 = S.decode_targets(mask[base + k1:base + k1 + k2].reshape(p2.nr, p2.nc, he.n), p2).T
-        y = ctx.impl.ring.add(ctx.impl.ring.matmul(a_c[h], b_c[h], R.bits), np.ascontiguousarray(m1), R.bits)
-        out[h] = ctx.impl.ring.add(y, np.ascontiguousarray(m2), R.bits)
+        t1 = S.decode_targets(z[base:base + k1].reshape(p1.nr, p1.nc, he.n), p1)
+        t2 = S.decode_targets(z[base + k1:base + k1 + k2].reshape(p2.nr, p2.nc, he.n), p2).T
+        v = ctx.impl.ring.add(ctx.impl.ring.matmul(x[h], y[h], R.bits), np.ascontiguousarray(t1), R.bits)
+        out[h] = ctx.impl.ring.add(v, np.ascontiguousarray(t2), R.bits)
     return out
 
 
 def matmul_server(ctx: Ctx, a_s: np.ndarray, b_s: np.ndarray, sk: SecretKey) -> Proto[np.ndarray]:
-    """Server side of :func:`matmul_client`. Private inputs: a_s (H, m, d), b_s (H, d, p), sk (the
-    setup key; its ternary s also keys the products' HE set). Returns: ``A_s B_s + (cross terms -
-    M)`` (H, m, p). The server decrypts uniformly masked values with flooded noise."""
+    """Server side of :func:`matmul_client` (after the session's :func:`matmul_keys_server`).
+    Private inputs: a_s (H, m, d), b_s (H, d, p), sk (the setup key; its ternary s also keys the
+    products' HE set). Returns: ``A_s B_s + (cross terms - M)`` (H, m, p). The server decrypts
+    uniformly masked values with flooded noise; it unpacks the slots (``unpack_responses``)."""
     he = S.matmul_he(ctx.params)
     R = ctx.params.linear
     a_s, b_s = as_ring_array(a_s, R, "a_s"), as_ring_array(b_s, R, "b_s")
@@ -358,25 +446,17 @@ def matmul_server(ctx: Ctx, a_s: np.ndarray, b_s: np.ndarray, sk: SecretKey) -> 
     H, m, d = a_s.shape
     p = b_s.shape[2]
     p1, p2 = S.matmul_plan(he, m, d, p), S.matmul_plan(he, p, d, m)
-    yield ctx.send(S.MatmulKey(pk=ctx.impl.rlwe.keygen_public(he, sk, ctx.prg, ctx.path("pk"))))  # 1. key
-    polys = []  # 2. encode and encrypt my share blocks (A_s for A_s B_c, B_s^T for B_s^T A_c^T)
+    packing = S.matmul_packing(p1, p2, H)
+    polys = []  # 1. encode and encrypt my share blocks (A_s for A_s B_c, B_s^T for B_s^T A_c^T)
     for h in range(H):
         polys.append(S.encode_s(a_s[h], p1, he.n).reshape(-1, he.n))
         polys.append(S.encode_s(np.ascontiguousarray(b_s[h].T), p2, he.n).reshape(-1, he.n))
     seed = ctx.seed("seed")
     c0 = ctx.impl.rlwe.encrypt_symmetric(he, sk, np.concatenate(polys), seed, ctx.prg, ctx.path("enc"))
     yield ctx.send(S.MatmulBlocks(seed=seed, c0=c0))
-    k1, k2 = p1.nr * p1.nc, p2.nr * p2.nc
     lvl = he.response_level or he.levels
-    msg = yield ctx.recv(S.MatmulResponse)  # 3. the masked cross terms
-    if msg.ct.shape != (H * (k1 + k2), 2, lvl, he.n):
-        raise ProtocolError(f"matmul response shape {msg.ct.shape}")
-    z = ctx.impl.rlwe.decrypt(he, sk, msg.ct)
-    out = np.empty((H, m, p), np.uint64)
-    for h in range(H):  # 4. my share: A_s B_s + decrypted cross terms
-        base = h * (k1 + k2)
-        t1 = S.decode_targets(z[base:base + k1].reshape(p1.nr, p1.nc, he.n), p1)
-        t2 = S.decode_targets(z[base + k1:base + k1 + k2].reshape(p2.nr, p2.nc, he.n), p2).T
-        y = ctx.impl.ring.add(ctx.impl.ring.matmul(a_s[h], b_s[h], R.bits), np.ascontiguousarray(t1), R.bits)
-        out[h] = ctx.impl.ring.add(y, np.ascontiguousarray(t2), R.bits)
-    return out
+    msg = yield ctx.recv(S.MatmulResponse)  # 2. the masked, packed cross terms
+    if msg.ct.shape != (packing.count, 2, lvl, he.n):
+        raise ProtocolError(f"matmul response shape {msg.ct.shape}, expected {(packing.count, 2, lvl, he.n)}")
+    z = S.unpack_responses(ctx.impl.rlwe.decrypt(he, sk, msg.ct), packing, he.n)  # 3. decrypt, unpack
+    return _shares(ctx, he, z, a_s, b_s, p1, p2)  # 4. A_s B_s + decrypted cross terms

@@ -16,6 +16,7 @@ import numpy as np
 
 from nimbus.spec import he as H
 from nimbus.spec.errors import ShapeError
+from nimbus.spec.he import galois_element
 from nimbus.spec.messages import pack_bits as _spec_pack, unpack_bits as _spec_unpack
 from nimbus.spec.prg import wide_to_ints
 
@@ -23,6 +24,7 @@ __all__ = [
     "keygen", "keygen_public", "encode", "decode", "encrypt_symmetric", "expand_seeded",
     "encrypt_public", "decrypt", "add", "sub", "mul_scalar", "mac_scalar", "mul_monomial",
     "mul_plain", "mod_switch", "flood", "noise", "pack_bits", "unpack_bits",
+    "automorphism", "galois_keygen", "expand_galois", "key_switch", "apply_galois", "pack_trace",
 ]
 
 
@@ -386,6 +388,178 @@ def flood(he: H.HEParams, pk, ct, prg, label: str, bound: int | None = None) -> 
     F = he.flood_bound if bound is None else int(bound)
     zero = np.zeros(np.shape(ct)[:-3] + (level, he.n), dtype=np.uint64)
     return add(he, ct, _pk_encrypt(he, np.asarray(pk)[:, :level], zero, prg, label, F))
+
+
+# -- automorphisms, key switching, packing ---------------------------------------------------
+def _auto_poly(v: list, g: int, n: int) -> list:
+    """sigma_g on one polynomial of Python ints: coefficient j moves to j g mod 2N, negated when
+    that is >= N (X^N = -1). Signs are applied to the ints (the caller reduces)."""
+    out = [0] * n
+    for j, a in enumerate(v):
+        t = (j * g) % (2 * n)
+        out[t % n] = -a if t >= n else a
+    return out
+
+
+def _check_g(he, g: int) -> int:
+    g = int(g)
+    if g % 2 == 0 or not 0 < g < 2 * he.n:
+        raise ShapeError(f"Galois element {g} must be odd in (0, 2N)")
+    return g
+
+
+def automorphism(he: H.HEParams, ct, g: int) -> np.ndarray:
+    """The Galois automorphism sigma_g: X -> X^g (g odd) on both components of ciphertexts.
+
+    Runs on: the client (packing). Inputs: ct (..., 2, L', N) under s; g odd in (0, 2N).
+    Returns: same shape, a ciphertext of sigma_g(m) under sigma_g(s) (coefficient j -> j g mod 2N,
+    negated when it lands at or above N). Cost: 2 L' N moves. Noise: permuted, same bound.
+    Reference: [CDKS21, §2] (Galois group of the 2N-th cyclotomic ring), [BUMBLEBEE25, §3.2].
+    """
+    level = _level(he, ct)
+    g = _check_g(he, g)
+
+    def one(limbs):
+        return np.array([[x % p for x in _auto_poly(limbs[i].tolist(), g, he.n)]
+                         for i, p in enumerate(he.primes[:level])], dtype=np.uint64)
+
+    return _map_batch(one, ct, 2)
+
+
+def galois_keygen(he: H.HEParams, sk: H.SecretKey, gs, seed: bytes, prg, label: str) -> np.ndarray:
+    """Seeded key-switching keys from sigma_g(s) to s for every g in ``gs``, RNS gadget (one digit
+    per prime): key (t, i) = (c0, a) with ``c0 = -a s + e + [j = i] sigma_g(s)`` mod p_j (the
+    gadget element of digit i is the CRT idempotent: 1 mod p_i, 0 mod every other prime), ``a``
+    = ``expand_a(seed)[t L + i]``, e = CBD(eta) from ``prg(label/e)``.
+
+    Runs on: the key owner (the server), once per session. Private inputs: sk. Public inputs:
+    gs (odd), seed (sent with c0). Returns: c0 (G, L, L, N); the keys are
+    :func:`expand_galois` of it. Cost: G L^2 schoolbook products; on the wire G L polynomials at
+    the top level (half of an unseeded key). Security: RLWE samples with secret s whose messages
+    are multiples of sigma_g(s) (the circular-security assumption of every Galois key).
+    Reference: [CDKS21, §2.2] (key switching, gadget decomposition), [BFV12] seeded as in
+    [CHEETAH22].
+    """
+    gs = [_check_g(he, g) for g in gs]
+    L, n = he.levels, he.n
+    a = H.expand_a(he, seed, len(gs) * L)
+    e = H.draw_error(he, prg, label + "/e", (len(gs), L))
+    s = sk.s.tolist()
+    out = np.empty((len(gs), L, L, n), np.uint64)
+    for t, g in enumerate(gs):
+        sg = _auto_poly(s, g, n)  # 1. sigma_g(s)
+        for i in range(L):  # 2. one RLWE sample per digit, sigma_g(s) on the digit's own prime
+            for j, p in enumerate(he.primes):
+                a_s = _negacyclic(a[t * L + i, j].tolist(), s, p)
+                plus = sg if i == j else [0] * n
+                out[t, i, j] = [(-x + int(y) + z) % p for x, y, z in zip(a_s, e[t, i].tolist(), plus)]
+    return out
+
+
+def expand_galois(he: H.HEParams, seed: bytes, c0) -> np.ndarray:
+    """Full Galois keys (G, L, 2, L, N) from their seeded form c0 (G, L, L, N).
+
+    Runs on: the receiver (the client). Cost: G L^2 N rejection samples. Reference: [CHEETAH22, §2.4].
+    """
+    c0 = np.asarray(c0)
+    if c0.ndim != 4 or c0.shape[1:3] != (he.levels, he.levels) or c0.shape[3] != he.n:
+        raise ShapeError(f"seeded Galois keys must be (G, {he.levels}, {he.levels}, {he.n}), got {c0.shape}")
+    full = expand_seeded(he, seed, c0.reshape((-1, he.levels, he.n)))
+    return full.reshape(c0.shape[:2] + (2, he.levels, he.n))
+
+
+def _check_key(he, key, level):
+    key = np.asarray(key)
+    if key.dtype != np.uint64 or key.shape != (he.levels, 2, he.levels, he.n):
+        raise ShapeError(f"a Galois key is uint64 ({he.levels}, 2, {he.levels}, {he.n}), got {key.dtype}{key.shape}")
+    return key[:level, :, :level]
+
+
+def key_switch(he: H.HEParams, ct, key) -> np.ndarray:
+    """Key switching of ciphertexts under s' to s with the key (L, 2, L, N) of s' (RNS gadget).
+
+    ``c0' = c0 + sum_i d_i b_i``, ``c1' = sum_i d_i a_i`` with d_i the centred residue of c1 mod
+    p_i (in (-p_i/2, p_i/2)); at level L' < L the key's first L' digits and primes (the gadget's
+    CRT idempotents restrict). Runs on: the client. Inputs: ct (..., 2, L', N), key. Returns:
+    same shape under s. Cost: L'^2 products per ciphertext. Noise: + sum_i d_i e_i, at most
+    ``spec.he.ks_noise_bound(he, L')``. Reference: [CDKS21, §2.2], [BUMBLEBEE25, §3.2].
+    """
+    level = _level(he, ct)
+    key = _check_key(he, key, level)
+    primes = he.primes[:level]
+
+    def one(c):
+        out0 = [c[0, j].tolist() for j in range(level)]
+        out1 = [[0] * he.n for _ in range(level)]
+        for i, pi in enumerate(primes):  # 1. digit i: the centred residue of c1 mod p_i
+            d = [x - pi if x > pi // 2 else x for x in c[1, i].tolist()]
+            for j, pj in enumerate(primes):  # 2. d_i (b_i, a_i), accumulated prime by prime
+                dj = [x % pj for x in d]
+                for comp, acc in ((0, out0), (1, out1)):
+                    prod = _negacyclic(dj, key[i, comp, j].tolist(), pj)
+                    acc[j] = [(x + y) % pj for x, y in zip(acc[j], prod)]
+        return np.array([out0, out1], dtype=np.uint64)
+
+    return _map_batch(one, ct, 3)
+
+
+def apply_galois(he: H.HEParams, ct, g: int, key) -> np.ndarray:
+    """sigma_g then key switching back to s: a ciphertext of sigma_g(m) under s.
+
+    Runs on: the client. Inputs: ct (..., 2, L', N); key: the Galois key of g (L, 2, L, N).
+    Cost: one automorphism + one key switch each. Reference: [CDKS21, §2.2] EvalAuto.
+    """
+    return key_switch(he, automorphism(he, ct, g), key)
+
+
+def _mul_int(he, ct, c: int) -> np.ndarray:
+    """ct * c for an integer c (mod every prime of the level)."""
+    return _scale(he, ct, np.zeros(np.shape(ct)[:-3], np.uint64),
+                  lambda v, _x, p: [(a * (c % p)) % p for a in v])
+
+
+def pack_trace(he: H.HEParams, cts, keys) -> np.ndarray:
+    """Pack D = 2^k ciphertexts whose useful coefficients sit on the stride-D grid into one:
+    the phase of the result is ``sum_i X^i P_D(phase_i)`` (P_D: keep the coefficients at multiples
+    of D) plus key-switching noise.
+
+    Runs on: the client (attention responses, before modulus switching and flooding).
+    Inputs: cts (B, D, 2, L', N) (B independent groups; a missing input is a zero ciphertext),
+    keys (>= k, L, 2, L, N): key t is the Galois key of ``galois_element(N, 2^t)``.
+    Steps: 1. multiply by D^-1 mod Q' (Q' odd); 2. for s = D/2, ..., 2, 1 (k levels, g = N/s + 1,
+    which negates X^s and fixes X^(2s)): pair input t with t + s and combine
+    ``(E + X^s O) + sigma_g(E - X^s O)`` (a key switch after the automorphism). Over the k levels
+    every input goes through prod (1 + sigma_g) = the trace onto Z[X^D] = D P_D, and through
+    X^i (i = the sum of the s of the levels where it was the odd one), so step 1 cancels the
+    factor D exactly. Returns: (B, 2, L', N). Cost: (D - 1) B automorphisms and key switches.
+    Noise: the inputs' data noise on their slots plus at most (D - 1) key switches' noise per
+    coefficient (``spec.he.analyze`` op ``("pack", k)``).
+    Reference: [CDKS21, §3 Alg. 2 PackLWEs], [BUMBLEBEE25, §3.2] (packing strided products).
+    """
+    cts = np.asarray(cts)
+    if cts.ndim != 5:
+        raise ShapeError(f"pack_trace: cts (B, D, 2, L, N), got {cts.shape}")
+    level = _level(he, cts)
+    D = cts.shape[1]
+    if D < 1 or D & (D - 1) or D > he.n:
+        raise ShapeError(f"pack_trace: D = {D} must be a power of two <= N")
+    keys = np.asarray(keys)
+    k = D.bit_length() - 1
+    if keys.ndim != 5 or keys.shape[0] < k:
+        raise ShapeError(f"pack_trace: {k} Galois keys needed, got {keys.shape}")
+    cur = [list(grp) for grp in _mul_int(he, cts, pow(D, -1, he.q(level)))]  # 1. D^-1 mod Q'
+    s = D // 2
+    while s >= 1:  # 2. one level per s = D/2, ..., 1
+        g, key = galois_element(he.n, s), keys[s.bit_length() - 1]
+        nxt = []
+        for grp in cur:
+            row = []
+            for t in range(s):
+                xo = mul_monomial(he, grp[t + s], s)
+                row.append(add(he, add(he, grp[t], xo), apply_galois(he, sub(he, grp[t], xo), g, key)))
+            nxt.append(row)
+        cur, s = nxt, s // 2
+    return np.stack([grp[0] for grp in cur])
 
 
 # -- serialisation --------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Message tags 0x1000-0x10ff.
 
 The scheme is BFV (Fan-Vercauteren, ePrint 2012/144) with *coefficient* encoding and plaintext
 modulus 2^l, used the way Cheetah (Huang et al., USENIX Security 2022), BumbleBee (Lu et al.,
-NDSS 2025) and Nimbus [NIMBUS24] use it: no relinearisation, no rotations; only additions,
-plaintext-scalar, monomial and plaintext-polynomial products, modulus switching and noise flooding.
+NDSS 2025) and Nimbus [NIMBUS24] use it: no relinearisation, no slot rotations; additions,
+plaintext-scalar, monomial and plaintext-polynomial products, modulus switching, noise flooding,
+and Galois automorphisms with key switching for output packing (PackLWEs, [CDKS21]).
 
 Normative definitions (both implementations agree bit for bit):
 
@@ -32,6 +33,16 @@ Normative definitions (both implementations agree bit for bit):
   on [-F, F], drawn as ``prg.uniform_signed(label/e2, F)`` when ``F < 2^62`` and as
   ``prg.uniform_signed_wide(label/e2, F)`` otherwise (offset form ``(lo, hi)``, ``e2 mod p_i =
   (hi 2^64 + lo - F) mod p_i``); ``u``, ``e1`` as in public-key encryption.
+* Automorphism sigma_g (g odd in (0, 2N)) of a ciphertext: coefficient j of both components moves
+  to ``j g mod 2N``, negated when that is >= N.
+* Galois keys for elements ``gs`` (key owner, seeded): digit i of key t is
+  ``(c0, a) = (-a s + e + [j = i] sigma_g(s) mod p_j, a)`` with ``a = expand_a(seed)[t L + i]``
+  and ``e = prg.cbd(label/e, eta)`` of shape (G, L, N) (the RNS gadget: the CRT idempotents).
+  Key switching: digits ``d_i`` = the residue of c1 mod p_i centred to ``(-p_i/2, p_i/2)``,
+  ``c0' = c0 + sum_i d_i b_i``, ``c1' = sum_i d_i a_i`` (first L' digits and primes at level L').
+* Packing of D = 2^k ciphertexts (``pack_trace``): multiply by ``D^-1 mod Q'``, then for
+  s = D/2, ..., 1 replace input t < s by ``(E + X^s O) + KS(sigma_g(E - X^s O))``, E = input t,
+  O = input t + s, g = N/s + 1; input i's coefficients at the multiples of D land at ``+ i``.
 
 Security: log2 Q <= the bound of the Homomorphic Encryption Security Standard (Albrecht et al.,
 homomorphicencryption.org, November 2018, Table 1, classical 128-bit, ternary secret, error
@@ -79,7 +90,8 @@ __all__ = [
     "matmul_workload", "RnsField", "SeededCiphertexts", "Ciphertexts", "PublicKeyMsg",
     "expand_a", "modulus", "ciphertext_bytes", "seeded_bytes", "TINY16", "TINY32", "COP64",
     "MATMUL64", "COP40", "A_LABEL", "draw_secret", "draw_error", "draw_uniform", "draw_flood",
-    "draw_flood_wide", "WIDE_FLOOD", "BERT_BASE_FLOODED",
+    "draw_flood_wide", "WIDE_FLOOD", "BERT_BASE_FLOODED", "galois_element", "pack_elements",
+    "ks_noise_bound", "PACK_MAX_LEVELS", "galois_key_count",
 ]
 
 #: [HES18] Table 1: max log2(Q) for 128-bit classical security, uniform ternary secret.
@@ -371,6 +383,12 @@ def analyze(he: HEParams, ops, flood_bound: int | None = None) -> NoiseReport:
     * ``("mac", k, b)``: sum of k products by private scalars, centred lifts of b-bit values
       (|c| <= 2^(b-1)); all noise becomes data-dependent;
     * ``("add", n)``: sum of n ciphertexts of this bound; ``("monomial",)``: no change;
+    * ``("pack", k)``: PackLWEs-style packing of 2^k ciphertexts whose useful coefficients lie on a
+      stride-2^k grid (pre-multiplication by 2^-k mod Q', k levels of
+      ``(E + X^s O) + sigma_g(E - X^s O)`` with a key switch after every automorphism, at the
+      current level): the data noise is unchanged (the trace's 2^k cancels exactly) and
+      ``(2^k - 1) ks_noise_bound(level)`` is added, data-dependent (the key switch digits depend on
+      the ciphertext, the key's errors are the key owner's);
     * ``("plain_mul", b, t)``: product by a private plaintext polynomial with t non-zero b-bit
       coefficients (centred): noise times t 2^(b-1), data-dependent;
     * ``("mod_switch", level)``: drop primes down to ``level``; per dropped p the noise becomes
@@ -403,6 +421,15 @@ def analyze(he: HEParams, ops, flood_bound: int | None = None) -> NoiseReport:
             data, indep = data * int(op[1]), indep * int(op[1])
         elif kind == "monomial":
             pass
+        elif kind == "pack":
+            k = int(op[1])
+            if not 0 <= k or (1 << k) > n:
+                raise ParameterError(f"pack over 2^{k} ciphertexts with N = {n}")
+            # the trace's factor 2^k cancels the pre-multiplication by 2^-k mod Q' exactly: the data
+            # noise of every input lands unchanged on its slots; each of the (2^k - 1) combinations
+            # adds one key switch's noise, and the ones below it on a coefficient are disjoint
+            # (docs/rlwe.md): at most (2^k - 1) key-switching bounds per coefficient.
+            data += ((1 << k) - 1) * ks_noise_bound(he, level)
         elif kind == "plain_mul":
             b, t = int(op[1]), int(op[2])
             data, indep = t * Fraction(1 << (b - 1)) * (data + indep), Fraction(0)
@@ -437,16 +464,52 @@ def cop_workload(k: int, pack: int, scalar_bits: int, response_level: int) -> tu
 
 
 def matmul_workload(n: int, terms: int, products: int, bits: int, response_level: int, *,
-                    fresh: str = "pk") -> tuple:
+                    fresh: str = "pk", pack: int = 0) -> tuple:
     """A cross term of a product of two shared matrices (BumbleBee-style [BUMBLEBEE25, §4]):
     the other party's fresh ciphertext (``fresh="pk"``: public-key, ``"sk"``: the key owner's
     symmetric encryption of its own share, as in Cheetah/BumbleBee) times my share as a plaintext
-    polynomial with ``terms`` non-zero coefficients, ``products`` such products summed, modulus
-    switch, flooding."""
+    polynomial with ``terms`` non-zero coefficients, ``products`` such products summed, then
+    (``pack`` = k > 0) output packing of 2^k such results at the full level (``("pack", k)``),
+    modulus switch, flooding."""
     if fresh not in ("pk", "sk"):
         raise ParameterError(f"fresh must be 'pk' or 'sk', got {fresh!r}")
-    return ((f"fresh_{fresh}",), ("plain_mul", bits, terms), ("add", products),
-            ("mod_switch", response_level), ("flood",))
+    packing = (("pack", int(pack)),) if pack else ()
+    return ((f"fresh_{fresh}",), ("plain_mul", bits, terms), ("add", products)) + packing + (
+        ("mod_switch", response_level), ("flood",))
+
+
+# -- automorphisms and key switching (output packing) ------------------------------------------
+#: The most packing levels any plan uses: strides (and packing factors) up to 2^PACK_MAX_LEVELS.
+#: It fixes the Galois keys a session carries (one per level; :func:`pack_elements`). 2^5 = 32
+#: covers every stride the cost model picks for BERT shapes (docs/linear.md).
+PACK_MAX_LEVELS = 5
+
+
+def galois_element(n: int, s: int) -> int:
+    """The Galois element that negates X^s and fixes X^(2s) (s a power of two < N): g = N/s + 1.
+
+    derivation: (X^s)^(N/s + 1) = X^N X^s = -X^s and (X^(2s))^(N/s + 1) = X^(2N) X^(2s) = X^(2s)."""
+    if s < 1 or s & (s - 1) or s >= n:
+        raise ParameterError(f"galois_element: s = {s} must be a power of two < N = {n}")
+    return n // s + 1
+
+
+def galois_key_count(he: "HEParams") -> int:
+    """Packing levels (= Galois keys) of the set: min(log2 N, PACK_MAX_LEVELS)."""
+    return min(he.n.bit_length() - 1, PACK_MAX_LEVELS)
+
+
+def pack_elements(n: int, levels: int) -> tuple[int, ...]:
+    """The Galois elements of a packing tree of ``levels`` levels, key t for s = 2^t:
+    ``(N + 1, N/2 + 1, ..., N/2^(levels-1) + 1)``; their (1 + sigma) product is the trace onto
+    the stride-2^levels grid."""
+    return tuple(galois_element(n, 1 << t) for t in range(levels))
+
+
+def ks_noise_bound(he: "HEParams", level: int) -> Fraction:
+    """Worst-case noise of one key switch at ``level`` with the RNS gadget (one digit per prime,
+    digits centred in (-p_i/2, p_i/2)): ``|sum_i d_i e_i| <= N eta sum_i (p_i - 1)/2``."""
+    return Fraction(he.n * he.eta * sum(p - 1 for p in he.primes[:level]), 2)
 
 
 # -- registry ---------------------------------------------------------------------------------
@@ -515,14 +578,16 @@ COP64 = register_he(_sized(
 
 # Products of two shared matrices (Q K^T, P V), l = 64: the key owner's fresh *symmetric*
 # ciphertext of its share (a public-key one adds 2 N eta to the data noise) times the other share
-# as a plaintext polynomial with up to N non-zero 64-bit coefficients, 2 products summed; same
-# primes as COP64 (the response modulus is set by F, not by the workload), F = 2^84.0; same
-# query budget M.
+# as a plaintext polynomial with up to N non-zero 64-bit coefficients, 2 products summed, then
+# output packing of up to 2^PACK_MAX_LEVELS = 32 results at the FULL level (31 key switches'
+# noise, 31 x 2^68.97 = 2^73.9, next to the 2^81.4 of the products: both divided by the two
+# dropped 32-bit primes before flooding); same primes as COP64 (the response modulus is set by F,
+# not by the workload), F = 2^84.0; same query budget M.
 # derivation: ntt_primes(51, 8192, 3) + ntt_primes(32, 8192, 2)
 MATMUL64 = register_he(_sized(
     "matmul-n8192-l64", 8192,
     (2251799813554177, 2251799813472257, 2251799813406721, 4294475777, 4293918721), 64, 3,
-    (("matmul-bert-base", matmul_workload(8192, 8192, 2, 64, 3, fresh="sk")),),
+    (("matmul-bert-base", matmul_workload(8192, 8192, 2, 64, 3, fresh="sk", pack=PACK_MAX_LEVELS)),),
     max_flooded=BERT_BASE_FLOODED))
 
 # Trade-off (docs/rlwe.md): the linear layers in Z_2^40 instead of Z_2^64: response modulus three

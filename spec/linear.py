@@ -41,7 +41,7 @@ import numpy as np
 from .cost import Cost
 from .errors import ParameterError, ShapeError
 from .he import (Ciphertexts, HEParams, PublicKeyMsg, RnsField, SecretKey, SeededCiphertexts, analyze,
-                 cop_workload, he_of)
+                 cop_workload, galois_key_count, he_of, pack_elements)
 from .messages import FixedBytes, Message, U64Field
 from .params import ParamSet
 from .protocols import ProtocolSpec, register_protocol
@@ -52,9 +52,11 @@ __all__ = [
     "model_fingerprint", "SetupHeader", "ideal_linear", "ideal_embedding", "cop_cost",
     "setup_cost", "embedding_cost", "check_linear_params", "setup_bytes", "cache_it_bytes",
     "cop_layout", "embed_layout", "stream_to_rows", "MatmulPlan", "matmul_plan", "encode_s", "encode_c",
-    "target_positions", "decode_targets", "ideal_matmul", "matmul_cost", "matmul_he", "MatmulKey",
+    "target_positions", "decode_targets", "ideal_matmul", "matmul_cost", "matmul_he",
     "MatmulBlocks", "MatmulResponse", "SETUP_WINDOW", "SetupAck", "setup_messages", "setup_acks",
-    "query_flooded", "max_query_tokens", "check_query_tokens",
+    "query_flooded", "max_query_tokens", "check_query_tokens", "MatmulKeys", "matmul_keys_cost",
+    "matmul_galois", "MatmulPacking", "matmul_packing", "unpack_responses", "KS_WEIGHT_BYTES",
+    "plan_cost", "MatmulKeyring", "ideal_matmul_keys",
 ]
 
 #: Version of the linear-layer protocols and their setup/cache format (bound into the cache).
@@ -427,7 +429,10 @@ register_protocol(ProtocolSpec(
 class MatmulPlan:
     """Block encoding of ``S (r x d) @ C (d x c)`` with S encrypted and C as plaintext polynomials
     (Cheetah's encoding, [CHEETAH22, §3.1]): blocks ``rb x db`` of S and ``db x cb`` of C with
-    ``rb db cb <= N``; ``nr, nd, nc`` blocks along r, d, c."""
+    ``rb db cb <= N``; ``nr, nd, nc`` blocks along r, d, c. The ``nr nc`` products hold their
+    ``rb cb`` results at the coefficients ``= db - 1 mod db`` (:func:`target_positions`);
+    ``pack``: 1 (responses sent as they are) or ``db`` (a power of two <= 2^PACK_MAX_LEVELS:
+    responses of this stride are packed ``db`` to a ciphertext, :func:`matmul_packing`)."""
 
     r: int
     d: int
@@ -435,6 +440,7 @@ class MatmulPlan:
     rb: int
     db: int
     cb: int
+    pack: int = 1
 
     @property
     def nr(self) -> int:
@@ -448,6 +454,11 @@ class MatmulPlan:
     def nc(self) -> int:
         return -(-self.c // self.cb)
 
+    @property
+    def products(self) -> int:
+        """Products (response ciphertexts before packing): nr nc."""
+        return self.nr * self.nc
+
 
 def _pow2_upto(v: int) -> list[int]:
     out, x = [], 1
@@ -458,54 +469,143 @@ def _pow2_upto(v: int) -> list[int]:
 
 
 def matmul_plan(he: HEParams, r: int, d: int, c: int) -> MatmulPlan:
-    """The block sizes with the fewest bytes (seeded inputs + responses) whose noise workload
+    """The block sizes and packing factor of least :func:`plan_cost` whose noise workload
     (fresh symmetric ciphertext, product by a plaintext with db*cb non-zero l-bit coefficients,
-    sum of nd products, switch, flood) decrypts correctly and floods soundly. Raises
-    ParameterError when a dimension (tokens) exceeds :func:`max_query_tokens` of the set."""
+    sum of nd products, packing of ``pack`` results at the full level, switch, flood) decrypts
+    correctly and floods soundly. Raises ParameterError when no plan is sound, or when a
+    dimension (tokens) exceeds :func:`max_query_tokens` of the set."""
     check_query_tokens(he, max(int(r), int(d), int(c)))
     return _matmul_plan(he, int(r), int(d), int(c))
 
 
 @lru_cache(maxsize=4096)
-def _matmul_sound(he: HEParams, terms: int, products: int, lvl: int) -> bool:
-    rep = analyze(he, (("fresh_sk",), ("plain_mul", he.plain_bits, terms), ("add", products),
-                       ("mod_switch", lvl), ("flood",)))
+def _matmul_sound(he: HEParams, terms: int, products: int, lvl: int, pack: int = 1) -> bool:
+    packing = (("pack", pack.bit_length() - 1),) if pack > 1 else ()
+    rep = analyze(he, (("fresh_sk",), ("plain_mul", he.plain_bits, terms), ("add", products)) + packing
+                  + (("mod_switch", lvl), ("flood",)))
     return rep.correct and rep.flooding_ok
+
+
+#: Weight of one key switch in the plan's cost model, in bytes, at N = 8192 with L = 5 primes
+#: (35 NTTs: L^2 for the digits, 2L inverse, plus 2 L^2 N Montgomery products and the
+#: automorphism): ~6 ms per key switch measured inside the packing on the development machine
+#: (2 vCPUs shared with other work, load ~2.5), the time the paper's WAN link (400 Mbit/s =
+#: 50 MB/s) moves 300 KB. Scaled by (L^2 + 2L) N / (35 * 8192) for other sets. A faster key
+#: switch (or a slower link) moves the optimum to larger strides and denser inputs.
+KS_WEIGHT_BYTES = 300_000
+
+
+def _c0_bytes(he: HEParams, level: int) -> int:
+    return he.n * sum(p.bit_length() for p in he.primes[:level]) // 8
+
+
+def plan_cost(he: HEParams, p: MatmulPlan) -> float:
+    """The plan's cost model (bytes-equivalent, per cross term, packing amortised over heads):
+    ``nr nd`` seeded inputs (c0 at the top level) + ``nr nc / pack`` responses (two components
+    at the response level) + ``nr nc (1 - 1/pack)`` key switches of weight
+    ``KS_WEIGHT_BYTES (L^2 + 2L) N / (35 * 8192)`` each."""
+    L, lvl = he.levels, he.response_level or he.levels
+    ks_w = KS_WEIGHT_BYTES * (L * L + 2 * L) * he.n / (35 * 8192)
+    out = p.products / p.pack
+    return (p.nr * p.nd * _c0_bytes(he, L) + out * 2 * _c0_bytes(he, lvl)
+            + p.products * (1 - 1 / p.pack) * ks_w)
 
 
 @lru_cache(maxsize=1024)
 def _matmul_plan(he: HEParams, r: int, d: int, c: int) -> MatmulPlan:
     lvl = he.response_level or he.levels
+    kmax = galois_key_count(he)
     best = None
     for rb in _pow2_upto(r):
         for db in _pow2_upto(d):
             for cb in _pow2_upto(c):
                 if rb * db * cb > he.n:
                     continue
-                p = MatmulPlan(r, d, c, rb, db, cb)
-                if not _matmul_sound(he, db * cb, p.nd, lvl):
-                    continue
-                nbytes = p.nr * p.nd * he.levels * he.n * 61 // 8 + p.nr * p.nc * 2 * lvl * he.n * 61 // 8
-                if best is None or nbytes < best[0]:
-                    best = (nbytes, p)
+                packs = [1] + ([db] if 1 < db <= 1 << kmax and not db & (db - 1) else [])
+                for pk in packs:
+                    p = MatmulPlan(r, d, c, rb, db, cb, pk)
+                    if not _matmul_sound(he, db * cb, p.nd, lvl, pk):
+                        continue
+                    cost = plan_cost(he, p)
+                    if best is None or cost < best[0]:
+                        best = (cost, p)
     if best is None:
         raise ParameterError(f"HE set {he.name!r} cannot multiply {r}x{d} @ {d}x{c} shared matrices soundly")
     return best[1]
 
 
+@dataclass(frozen=True)
+class MatmulPacking:
+    """How the responses of one ``linear.matmul`` call are packed.
+
+    ``plans``: the two cross terms' plans; ``heads``; ``groups[c] = (D, members)``: response
+    ciphertext c packs the products ``members`` (indices into the unpacked list, ordered head by
+    head, term 1's ``nr nc`` products then term 2's), ``len(members) <= D``; member i lands on
+    the slots ``= i mod D`` (D = 1: the product as it is). Groups: for each stride D > 1 in order
+    of first appearance, its products in order, D at a time (across heads and cross terms); the
+    unpacked products (pack = 1) follow, one per ciphertext."""
+
+    plans: tuple
+    heads: int
+    groups: tuple
+
+    @property
+    def count(self) -> int:
+        return len(self.groups)
+
+    @property
+    def products(self) -> int:
+        return self.heads * sum(p.products for p in self.plans)
+
+    @property
+    def key_switches(self) -> int:
+        """Key switches of the packing (a level's pair costs one even when it is half empty)."""
+        ks = 0
+        for D, members in self.groups:
+            s = D // 2
+            while s >= 1:
+                ks += s
+                s //= 2
+        return ks
+
+
+@lru_cache(maxsize=1024)
+def matmul_packing(p1: MatmulPlan, p2: MatmulPlan, heads: int) -> MatmulPacking:
+    """The :class:`MatmulPacking` of ``heads`` heads of the cross terms planned by p1, p2."""
+    strides = [pl.pack for _ in range(heads) for pl in (p1, p2) for _ in range(pl.products)]
+    groups = []
+    for D in dict.fromkeys(x for x in strides if x > 1):
+        idx = [t for t, x in enumerate(strides) if x == D]
+        groups += [(D, tuple(idx[j:j + D])) for j in range(0, len(idx), D)]
+    groups += [(1, (t,)) for t, x in enumerate(strides) if x == 1]
+    return MatmulPacking((p1, p2), int(heads), tuple(groups))
+
+
+def unpack_responses(z: np.ndarray, pk: MatmulPacking, n: int) -> np.ndarray:
+    """Decrypted (or mask) packed plaintexts (C, N) -> the unpacked products' plaintexts
+    (products, N) at their target coefficients (``= D - 1 mod D``; the other coefficients 0):
+    member i of a group of stride D has its coefficient ``D u + D - 1`` at ``D u + i``."""
+    z = np.asarray(z)
+    out = np.zeros((pk.products, n), np.uint64)
+    for c, (D, members) in enumerate(pk.groups):
+        for i, t in enumerate(members):
+            out[t, D - 1::D] = z[c, i::D]
+    return out
+
+
 # -- the per-query flooding budget (spec/he.py: M = max_flooded) -----------------------------
 def query_flooded(he: HEParams, tokens: int) -> int:
     """Flooded coefficients the key owner decrypts in one BERT-base query of ``tokens`` tokens
-    under ``he``: the COP responses (embedding lookup + 12 layers) and both cross terms of the
-    attention products (Q K^T, P V; 12 heads, 12 layers), every coefficient of every response
-    ciphertext (the count ``spec.he.BERT_BASE_FLOODED`` is sized for)."""
+    under ``he``: the COP responses (embedding lookup + 12 layers) and the packed responses of the
+    attention products (Q K^T, P V: both cross terms of 12 heads per call, :func:`matmul_packing`;
+    12 layers), every coefficient of every response ciphertext (the count
+    ``spec.he.BERT_BASE_FLOODED`` is sized for)."""
     t = int(tokens)
     cts = 0
     for s in bert_shapes():
         cts += (_cop_layout(he, t, 1, s.d_out) if s.name == "embed" else _cop_layout(he, t, s.d_in, s.d_out)).count
-    for m, d, p in ((t, 64, t), (t, t, 64)):  # Q K^T, P V per head
-        p1, p2 = _matmul_plan(he, m, d, p), _matmul_plan(he, p, d, m)
-        cts += 12 * 12 * (p1.nr * p1.nc + p2.nr * p2.nc)
+    for m, d, p in ((t, 64, t), (t, t, 64)):  # Q K^T, P V: 12 heads per call, 12 layers
+        cts += 12 * matmul_packing(_matmul_plan(he, m, d, p), _matmul_plan(he, p, d, m), 12).count
     return cts * he.n
 
 
@@ -586,11 +686,32 @@ class _MatmulRns(RnsField):
         return super()._limbs(shape, matmul_he(params) if isinstance(params, ParamSet) else params)
 
 
-class MatmulKey(Message):
-    """The server's public key of the attention products' HE set (2, L, N) (for flooding)."""
+class MatmulKeys(Message):
+    """Once per session, server -> client: the attention products' key material under the
+    server's key: its public key ``pk`` (2, L, N) (the client's flooding) and its seeded Galois
+    keys ``gk`` (G, L, L, N) with ``seed`` (output packing, :func:`matmul_galois`)."""
 
-    TAG = 0x4010
-    FIELDS = (("pk", _MatmulRns()),)
+    TAG = 0x4013
+    FIELDS = (("pk", _MatmulRns()), ("seed", FixedBytes(32)), ("gk", _MatmulRns()))
+
+
+@dataclass(frozen=True)
+class MatmulKeyring:
+    """A session's public key material for ``linear.matmul`` (what the client keeps):
+    ``pk`` (2, L, N) and the expanded Galois keys ``galois`` (G, L, 2, L, N), key t for
+    ``galois_element(N, 2^t)``. Public (RLWE samples under the server's key)."""
+
+    pk: np.ndarray
+    galois: np.ndarray
+
+    def __repr__(self):
+        return f"MatmulKeyring(pk{list(np.shape(self.pk))}, galois{list(np.shape(self.galois))})"
+
+
+def matmul_galois(he: HEParams) -> tuple[int, ...]:
+    """The Galois elements a session's keys cover: one per packing level,
+    ``pack_elements(N, galois_key_count(he))`` (N + 1, N/2 + 1, ...)."""
+    return pack_elements(he.n, galois_key_count(he))
 
 
 class MatmulBlocks(Message):
@@ -620,30 +741,69 @@ def ideal_matmul(a_c, a_s, b_c, b_s, u, bits: int):
 
 
 def matmul_cost(params: ParamSet, heads: int, m: int, d: int, p: int) -> Cost:
-    """``linear.matmul``: the server's public key of the products' HE set and its seeded
-    encryptions of both cross terms' S blocks (s2c), then the masked responses (c2s): 2 rounds."""
+    """``linear.matmul`` (after the session's :func:`matmul_keys_cost`): the server's seeded
+    encryptions of both cross terms' S blocks (s2c), then the masked, packed responses
+    (:func:`matmul_packing`, c2s): 2 rounds."""
     he = matmul_he(params)
     lvl = he.response_level or he.levels
     p1, p2 = matmul_plan(he, m, d, p), matmul_plan(he, p, d, m)
     n_in = heads * (p1.nr * p1.nd + p2.nr * p2.nd)
-    n_out = heads * (p1.nr * p1.nc + p2.nr * p2.nc)
+    n_out = matmul_packing(p1, p2, heads).count
     return Cost(MatmulResponse.declared_size(params, ct=(n_out, 2, lvl, he.n)),
-                MatmulKey.declared_size(params, pk=(2, he.levels, he.n))
-                + MatmulBlocks.declared_size(params, c0=(n_in, he.levels, he.n)), 2)
+                MatmulBlocks.declared_size(params, c0=(n_in, he.levels, he.n)), 2)
+
+
+def matmul_keys_cost(params: ParamSet) -> Cost:
+    """``linear.matmul_keys``, once per session: one :class:`MatmulKeys` (s2c), 1 round."""
+    he = matmul_he(params)
+    G = len(matmul_galois(he))
+    return Cost(0, MatmulKeys.declared_size(params, pk=(2, he.levels, he.n), gk=(G, he.levels, he.levels, he.n)), 1)
+
+
+def ideal_matmul_keys(pk, galois):
+    """F_keys: the client obtains the server's public key material (nothing is secret)."""
+    return MatmulKeyring(np.asarray(pk), np.asarray(galois))
 
 
 def _matmul_example(params: ParamSet):
-    """One head of Q K^T at 128 tokens (d = 64); the cost scales with the heads."""
-    rng_a = np.zeros((1, 128, 64), np.uint64)
-    rng_b = np.zeros((1, 64, 128), np.uint64)
+    """One head of Q K^T at 128 tokens (d = 64), after the session's key step (label ``keys``);
+    the product's own messages are under ``p``; the cost scales with the heads."""
+    from .protocols import Example
+
+    a = np.zeros((1, 128, 64), np.uint64)
+    b = np.zeros((1, 64, 128), np.uint64)
     sk, _ = _keys(matmul_he(params))
-    return (rng_a, rng_b), (rng_a, rng_b, sk), {}, (1, 128, 64, 128)
+
+    def client(c):
+        keys = yield from c.impl.linear.matmul_keys_client(c.sub("keys"))
+        return (yield from c.impl.linear.matmul_client(c.sub("p"), a, b, keys))
+
+    def server(s):
+        yield from s.impl.linear.matmul_keys_server(s.sub("keys"), sk)
+        return (yield from s.impl.linear.matmul_server(s.sub("p"), a, b, sk))
+
+    return Example(client, server, "p", (1, 128, 64, 128))
 
 
+def _matmul_keys_example(params: ParamSet):
+    sk, _ = _keys(matmul_he(params))
+    return (), (sk,), {}, ()
+
+
+register_protocol(ProtocolSpec(
+    name="linear.matmul_keys", component="linear", client="matmul_keys_client", server="matmul_keys_server",
+    ideal=ideal_matmul_keys, cost=matmul_keys_cost,
+    learns=("The client learns the server's public key and its Galois (key-switching) keys: RLWE samples "
+            "under the server's key (IND-CPA, with the circular-security assumption of every Galois key). "
+            "The server learns nothing."),
+    reference="[CDKS21, §2.2] key switching with an RNS gadget, seeded as in [CHEETAH22]; sent once "
+              "per session as in [BUMBLEBEE25]", example=_matmul_keys_example))
 register_protocol(ProtocolSpec(
     name="linear.matmul", component="linear", client="matmul_client", server="matmul_server",
     ideal=ideal_matmul, cost=matmul_cost,
     learns=("The client learns RLWE encryptions of the server's shares (IND-CPA); the server decrypts "
-            "uniformly masked values with flooded noise: nothing about the client's shares."),
+            "uniformly masked values with flooded noise (the responses packed before flooding): "
+            "nothing about the client's shares."),
     reference="[CHEETAH22, §3.1] block encoding for the cross terms, as used for QK^T and PV by "
-              "[BUMBLEBEE25] and [NIMBUS24, §5]", example=_matmul_example))
+              "[BUMBLEBEE25] and [NIMBUS24, §5]; output packing [CDKS21, Alg. 2], [BUMBLEBEE25, §3.2]",
+    example=_matmul_example))

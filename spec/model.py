@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 #: Version of the secure-graph protocol (bound into the session hello).
-MODEL_PROTOCOL_VERSION = 1
+MODEL_PROTOCOL_VERSION = 2  # 2: the attention products' keys travel once per session (after the hello)
 
 #: Operator categories of a query, in graph order (labels of the transcript map onto these).
 CATEGORIES = ("Hello", "OT", "Embedding", "Linear_qkv", "Linear_o", "Linear_h1", "Linear_h2",

@@ -150,9 +150,12 @@ def S_matmul_he(params):
 
 
 def run_matmul(params, heads, m, d, p, repeat, label):
-    """Shares of A B per head for shared A (heads, m, d), B (heads, d, p): QK^T (d = 64) and PV."""
-    from nimbus.conformance.harness import run_pair
+    """Shares of A B per head for shared A (heads, m, d), B (heads, d, p): QK^T (d = 64) and PV.
+    Each run starts with the session's key step (``linear.matmul_keys``, label ``keys``), reported
+    apart: in a session it runs once, not per product."""
+    from nimbus.conformance.harness import contexts, run_pair
     from nimbus.registry import implementation
+    from nimbus.runtime import run_local
     from nimbus.spec import linear as S
     from nimbus.spec.prg import PRG
 
@@ -161,23 +164,40 @@ def run_matmul(params, heads, m, d, p, repeat, label):
     g = PRG.for_tests(f"bench/matmul/{label}")
     ac, as_ = g.uniform("ac", (heads, m, d), bits), g.uniform("as", (heads, m, d), bits)
     bc, bs = g.uniform("bc", (heads, d, p), bits), g.uniform("bs", (heads, d, p), bits)
-    keys = run_pair(im.linear.client_setup, im.linear.server_setup, params, im, client_args=((),),
-                    server_args=({}, ()), seed="bench/mmkeys", label="setup").server
+    sk = run_pair(im.linear.client_setup, im.linear.server_setup, params, im, client_args=((),),
+                  server_args=({}, ()), seed="bench/mmkeys", label="setup").server[0]
+
+    def client(ctx):
+        keys = yield from im.linear.matmul_keys_client(ctx.sub("keys"))
+        return (yield from im.linear.matmul_client(ctx.sub("mm"), ac, bc, keys))
+
+    def server(ctx):
+        yield from im.linear.matmul_keys_server(ctx.sub("keys"), sk)
+        return (yield from im.linear.matmul_server(ctx.sub("mm"), as_, bs, sk))
+
     runs = []
     for rep in range(repeat + 1):
+        c, s_ = contexts(params, im, f"bench/mm/{label}/{rep}")
         t0, c0 = time.perf_counter(), time.process_time()
-        res = run_pair(im.linear.matmul_client, im.linear.matmul_server, params, im, client_args=(ac, bc),
-                       server_args=(as_, bs, keys[0]), seed=f"bench/mm/{label}/{rep}", label="mm")
+        res = run_local(client(c), server(s_))
+        tr = res.transcript
         runs.append({"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
-                     "client_s": res.transcript.compute_time("client"), "server_s": res.transcript.compute_time("server")})
-        cost = res.transcript.cost()
+                     "client_s": tr.compute_time("client", "mm"), "server_s": tr.compute_time("server", "mm"),
+                     "keys_client_s": tr.compute_time("client", "keys"),
+                     "keys_server_s": tr.compute_time("server", "keys")})
+        cost, kcost = tr.cost("mm"), tr.cost("keys")
     runs = runs[1:] if repeat else runs
-    plan = S.matmul_plan(S.matmul_he(params), m, d, p)
+    he = S.matmul_he(params)
+    p1, p2 = S.matmul_plan(he, m, d, p), S.matmul_plan(he, p, d, m)
+    packing = S.matmul_packing(p1, p2, heads)
     return {"name": label, "heads": heads, "m": m, "d": d, "p": p,
-            "blocks": [plan.rb, plan.db, plan.cb],
-            **{k: statistics.median(r[k] for r in runs) for k in ("wall_s", "cpu_s", "client_s", "server_s")},
+            "blocks": [p1.rb, p1.db, p1.cb], "pack": [p1.pack, p2.pack],
+            "responses": packing.count, "products": packing.products, "key_switches": packing.key_switches,
+            **{k: statistics.median(r[k] for r in runs)
+               for k in ("wall_s", "cpu_s", "client_s", "server_s", "keys_client_s", "keys_server_s")},
             "c2s_bytes": cost.c2s, "s2c_bytes": cost.s2c, "rounds": cost.rounds,
-            "declared_ok": cost == S.matmul_cost(params, heads, m, d, p)}
+            "keys_s2c_bytes": kcost.s2c, "load_average": os.getloadavg(),
+            "declared_ok": cost == S.matmul_cost(params, heads, m, d, p) and kcost == S.matmul_keys_cost(params)}
 
 
 def run_cache(params, d_in, d_out, layers: int = 2):
@@ -285,7 +305,10 @@ def report(data: dict) -> str:
         lines += ["", f"{mm['name']} ({mm['heads']} heads, ({mm['m']}x{mm['d']}) @ ({mm['d']}x{mm['p']}), blocks "
                   f"{mm['blocks']}): client {mm['client_s']:.2f} s, server {mm['server_s']:.2f} s, CPU (both) "
                   f"{mm['cpu_s']:.2f} s, {mm['s2c_bytes'] / 1e6:.1f} MB s->c + {mm['c2s_bytes'] / 1e6:.1f} MB c->s, "
-                  f"{mm['rounds']} rounds."]
+                  f"{mm['rounds']} rounds; packing {mm['pack']}: {mm['products']} products in {mm['responses']} "
+                  f"response ciphertexts ({mm['key_switches']} key switches). Once per session: Galois + public "
+                  f"keys {mm['keys_s2c_bytes'] / 1e6:.2f} MB s->c (server {mm['keys_server_s']:.2f} s, client "
+                  f"{mm['keys_client_s']:.2f} s)."]
     if data.get("embedding"):
         e = data["embedding"]
         lines += ["", f"Embedding lookup, {e['tokens']} tokens (table of {e['vocab_in_bench']} rows in the bench): "

@@ -234,9 +234,10 @@ def query(ctx: Ctx, ot, party, n: int, padded: bool, tokens=None, valid=None) ->
 
 
 def _matmul(ctx: Ctx, party, a: np.ndarray, b: np.ndarray) -> Proto[np.ndarray]:
+    """Q K^T or P V: the client uses the session's key material (``matmul_keys``, sent once)."""
     im = ctx.impl.linear
     if ctx.is_client:
-        return (yield from im.matmul_client(ctx, a, b))
+        return (yield from im.matmul_client(ctx, a, b, party.matmul_keys))
     return (yield from im.matmul_server(ctx, a, b, party.sk))
 
 
@@ -297,6 +298,8 @@ def server_connection(ctx: Ctx, state: ServerState, on_query=None) -> Proto[str]
     if hello.kind != KIND_SESSION:
         raise ProtocolError(f"unknown connection kind {hello.kind}")
     yield ctx.sub("Hello").send(state.hello)
+    # the attention products' public and Galois keys, once per session (category QK^T&PV)
+    yield from ctx.impl.linear.matmul_keys_server(ctx.sub("QK^T").sub("keys"), state.sk)
     ot = yield from ctx.impl.ot.ot_setup_server(ctx.sub("OT"), state.config.ot_kind or None)
     party = _ServerParty(state.model, state.sk, state.config)
     limit = M.max_tokens(ctx.params, state.model.arch)
@@ -342,9 +345,11 @@ def client_session(ctx: Ctx, state: ClientState, queries: Sequence, on_result=No
         raise CacheError("the cache does not match the server's key (same model, but the server's key "
                          "changed, e.g. another --key-file): run setup again")
     config = M.SecureConfig.from_json(hello.config)
+    mm_keys = yield from ctx.impl.linear.matmul_keys_client(ctx.sub("QK^T").sub("keys"))  # once per session
     ot = yield from ctx.impl.ot.ot_setup_client(ctx.sub("OT"), config.ot_kind or None)
     info = _layer_structure(state.arch)
     party = _ClientParty(state.arch, state.pk, state.matrix, state.embed_rows, config, *info)
+    party.matmul_keys = mm_keys
     out = []
     for k, item in enumerate(queries):
         tokens, valid, padded = _unpack_query(item)
