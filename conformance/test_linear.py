@@ -382,6 +382,52 @@ def test_packed_matmul_reference_and_optimized_identical(ref, opt, shape):
     _check_costs(r, P16P, h, m, d, p)
 
 
+def _matmul_response(impl, params, ac, bc, as_, bs, sk, keys, seed):
+    """The client's (packed, switched, flooded, masked) response ciphertexts of one product."""
+    from nimbus.conformance.harness import contexts
+
+    c, s = contexts(params, impl, seed)
+    blocks = next(impl.linear.matmul_server(s.sub("mm"), as_, bs, sk)).msg  # 1. the server's blocks
+    gc = impl.linear.matmul_client(c.sub("mm"), ac, bc, keys)
+    next(gc)  # the client waits for them
+    return gc.send(blocks).msg.ct  # 2. its response
+
+
+def test_packed_matmul_flooding_hides_the_client_share(opt, monkeypatch):
+    """With the secret key, the noise of the packed responses (key-switching noise included) for
+    client shares 0 and -2^(l-1) everywhere is indistinguishable by a two-sample KS test at 1e-3;
+    with the flooding switched off the same test tells them apart (the test has power)."""
+    from nimbus.conformance.harness import contexts
+    from nimbus.runtime import run_local
+
+    params, (h, m, d, p) = P16P, PACKED_SHAPES[0]
+    he = S.matmul_he(params)
+    p1, p2 = S.matmul_plan(he, m, d, p), S.matmul_plan(he, p, d, m)
+    assert max(p1.pack, p2.pack) > 1
+    sk, _pk = _setup(opt, params, {}, ()).server
+    c, s = contexts(params, opt, "flood-keys")
+    keys = run_local(opt.linear.matmul_keys_client(c.sub("keys")), opt.linear.matmul_keys_server(s.sub("keys"), sk)).client
+    rng = np.random.default_rng(11)
+    as_, bs = _rand(rng, (h, m, d), 16), _rand(rng, (h, d, p), 16)
+    shares = {"zero": (np.zeros((h, m, d), np.uint64), np.zeros((h, d, p), np.uint64)),
+              "max": (np.full((h, m, d), 1 << 15, np.uint64), np.full((h, d, p), 1 << 15, np.uint64))}
+
+    def noise_samples(name, trials):
+        ac, bc = shares[name]
+        out = []
+        for t in range(trials):
+            ct = _matmul_response(opt, params, ac, bc, as_, bs, sk, keys, f"flood/{name}/{t}")
+            out.append(_noise(he, sk, ct, opt.rlwe.decrypt(he, sk, ct)))
+        return np.concatenate(out)
+
+    flooded = {name: noise_samples(name, 40) for name in shares}
+    crit = 1.95 * np.sqrt(2 / flooded["zero"].size)  # alpha = 1e-3
+    assert _ks(flooded["zero"], flooded["max"]) < crit
+    monkeypatch.setattr(opt.rlwe, "flood", lambda he_, pk, ct, prg, label, bound=None: ct)
+    raw = {name: noise_samples(name, 40) for name in shares}  # (incl. the masks' encoding rounding)
+    assert _ks(raw["zero"], raw["max"]) > crit
+
+
 def test_pack_responses_matches_reference(ref, opt):
     """The linear-layer packing kernel on random ciphertexts (mixed strides, partial groups)."""
     he = TINY16_PACK
