@@ -508,7 +508,11 @@ def report(data: dict) -> str:
               f"Nimbus: setup {am['setup_s']:.1f} s / {am['setup_bytes'] / 1e9:.2f} GB once, then "
               f"{am['online_s']:.2f} s / {am['online_bytes'] / 1e9:.3f} GB per query.",
               f"Setup + online beats the baseline after {qt if qt else 'never (online is slower)'} "
-              f"quer{'y' if qt == 1 else 'ies'} in time and after {qb if qb else 'never'} in bytes.", ""]
+              f"quer{'y' if qt == 1 else 'ies'} in time and after {qb if qb else 'never'} in bytes."]
+        if o["mode"] == "local":
+            L.append("(In `local` mode the time is both parties' compute taken in turn in one process; the "
+                     "baseline ran two processes on the two cores: compare with a `--mode tcp` run.)")
+        L.append("")
     else:
         L += ["Not computed: needs the setup figures (a fresh setup, or a cache this benchmark made) and a "
               "128-token run of a model with BERT-base layer sizes (the baseline's workload).", ""]
