@@ -435,18 +435,9 @@ def galois_keygen(he: H.HEParams, sk: H.SecretKey, gs, seed: bytes, prg, label: 
 
 def expand_galois(he: H.HEParams, seed: bytes, c0) -> np.ndarray:
     """Twin of :func:`nimbus.reference.rlwe.expand_galois`."""
-    c0 = np.asarray(c0)
-    if c0.ndim != 4 or c0.shape[1:3] != (he.levels, he.levels) or c0.shape[3] != he.n:
-        raise ShapeError(f"seeded Galois keys must be (G, {he.levels}, {he.levels}, {he.n}), got {c0.shape}")
+    c0 = H.galois_seeded_shape(he, c0)
     full = expand_seeded(he, seed, c0.reshape((-1, he.levels, he.n)))
     return full.reshape(c0.shape[:2] + (2, he.levels, he.n))
-
-
-def _check_key(he, key, level):
-    key = np.asarray(key)
-    if key.dtype != np.uint64 or key.shape != (he.levels, 2, he.levels, he.n):
-        raise ShapeError(f"a Galois key is uint64 ({he.levels}, 2, {he.levels}, {he.n}), got {key.dtype}{key.shape}")
-    return key[:level, :, :level]
 
 
 def _key_ntt(he, key, level):
@@ -485,7 +476,7 @@ def _switch(he, ct, kn, level):
 def key_switch(he: H.HEParams, ct, key) -> np.ndarray:
     """Twin of :func:`nimbus.reference.rlwe.key_switch` (digits, NTT, accumulate, one inverse NTT)."""
     level = _level(he, ct)
-    key = _check_key(he, key, level)
+    key = H.galois_key_at(he, key, level)
     flat = _rows(ct, 3)
     out = _switch(he, flat, _key_ntt(he, key, level), level)
     return out.reshape(np.shape(ct))
@@ -510,24 +501,16 @@ def _mul_int(he, a, c: int):
 def pack_trace(he: H.HEParams, cts, keys) -> np.ndarray:
     """Twin of :func:`nimbus.reference.rlwe.pack_trace`: every level is one batched automorphism
     and one batched key switch over all groups (the key in NTT form once per level)."""
-    cts = np.asarray(cts)
-    if cts.ndim != 5:
-        raise ShapeError(f"pack_trace: cts (B, D, 2, L, N), got {cts.shape}")
-    level = _level(he, cts)
-    B, D = cts.shape[:2]
-    if D < 1 or D & (D - 1) or D > he.n:
-        raise ShapeError(f"pack_trace: D = {D} must be a power of two <= N")
-    keys = np.asarray(keys)
-    k = D.bit_length() - 1
-    if keys.ndim != 5 or keys.shape[0] < k:
-        raise ShapeError(f"pack_trace: {k} Galois keys needed, got {keys.shape}")
+    level, D = H.pack_trace_shape(he, cts, keys)
+    cts, keys = np.asarray(cts), np.asarray(keys)
+    B = cts.shape[0]
     n = he.n
     pr = np.array(he.primes[:level], np.uint64)
     cur = _mul_int(he, _rows(cts, 2), pow(D, -1, he.q(level))).reshape(B, D, 2, level, n)  # 1.
     s = D // 2
     while s >= 1:  # 2. level s: inputs t and t + s of every group (fused passes)
         g = H.galois_element(n, s)
-        kn = _key_ntt(he, _check_key(he, keys[s.bit_length() - 1], level), level)
+        kn = _key_ntt(he, H.galois_key_at(he, keys[s.bit_length() - 1], level), level)
         plus = np.empty((B, s, 2, level, n), np.uint64)
         auto = np.empty_like(plus)
         PK.combine_level(cur, s, np.int64(g), pr, plus, auto)  # E + X^s O, sigma_g(E - X^s O)

@@ -461,18 +461,9 @@ def expand_galois(he: H.HEParams, seed: bytes, c0) -> np.ndarray:
 
     Runs on: the receiver (the client). Cost: G L^2 N rejection samples. Reference: [CHEETAH22, §2.4].
     """
-    c0 = np.asarray(c0)
-    if c0.ndim != 4 or c0.shape[1:3] != (he.levels, he.levels) or c0.shape[3] != he.n:
-        raise ShapeError(f"seeded Galois keys must be (G, {he.levels}, {he.levels}, {he.n}), got {c0.shape}")
+    c0 = H.galois_seeded_shape(he, c0)
     full = expand_seeded(he, seed, c0.reshape((-1, he.levels, he.n)))
     return full.reshape(c0.shape[:2] + (2, he.levels, he.n))
-
-
-def _check_key(he, key, level):
-    key = np.asarray(key)
-    if key.dtype != np.uint64 or key.shape != (he.levels, 2, he.levels, he.n):
-        raise ShapeError(f"a Galois key is uint64 ({he.levels}, 2, {he.levels}, {he.n}), got {key.dtype}{key.shape}")
-    return key[:level, :, :level]
 
 
 def key_switch(he: H.HEParams, ct, key) -> np.ndarray:
@@ -485,7 +476,7 @@ def key_switch(he: H.HEParams, ct, key) -> np.ndarray:
     ``spec.he.ks_noise_bound(he, L')``. Reference: [CDKS21, §2.2], [BUMBLEBEE25, §3.2].
     """
     level = _level(he, ct)
-    key = _check_key(he, key, level)
+    key = H.galois_key_at(he, key, level)
     primes = he.primes[:level]
 
     def one(c):
@@ -536,17 +527,8 @@ def pack_trace(he: H.HEParams, cts, keys) -> np.ndarray:
     coefficient (``spec.he.analyze`` op ``("pack", k)``).
     Reference: [CDKS21, §3 Alg. 2 PackLWEs], [BUMBLEBEE25, §3.2] (packing strided products).
     """
-    cts = np.asarray(cts)
-    if cts.ndim != 5:
-        raise ShapeError(f"pack_trace: cts (B, D, 2, L, N), got {cts.shape}")
-    level = _level(he, cts)
-    D = cts.shape[1]
-    if D < 1 or D & (D - 1) or D > he.n:
-        raise ShapeError(f"pack_trace: D = {D} must be a power of two <= N")
-    keys = np.asarray(keys)
-    k = D.bit_length() - 1
-    if keys.ndim != 5 or keys.shape[0] < k:
-        raise ShapeError(f"pack_trace: {k} Galois keys needed, got {keys.shape}")
+    level, D = H.pack_trace_shape(he, cts, keys)
+    cts, keys = np.asarray(cts), np.asarray(keys)
     cur = [list(grp) for grp in _mul_int(he, cts, pow(D, -1, he.q(level)))]  # 1. D^-1 mod Q'
     s = D // 2
     while s >= 1:  # 2. one level per s = D/2, ..., 1

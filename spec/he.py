@@ -91,7 +91,8 @@ __all__ = [
     "expand_a", "modulus", "ciphertext_bytes", "seeded_bytes", "TINY16", "TINY32", "COP64",
     "MATMUL64", "COP40", "A_LABEL", "draw_secret", "draw_error", "draw_uniform", "draw_flood",
     "draw_flood_wide", "WIDE_FLOOD", "BERT_BASE_FLOODED", "galois_element", "pack_elements",
-    "ks_noise_bound", "PACK_MAX_LEVELS", "galois_key_count",
+    "ks_noise_bound", "PACK_MAX_LEVELS", "galois_key_count", "galois_seeded_shape", "galois_key_at",
+    "pack_trace_shape",
 ]
 
 #: [HES18] Table 1: max log2(Q) for 128-bit classical security, uniform ternary secret.
@@ -272,6 +273,41 @@ def ciphertext_level(he: HEParams, ct, comps: bool = True) -> int:
             or not 1 <= a.shape[-2] <= he.levels or (comps and a.shape[-3] != 2):
         raise ShapeError(f"expected uint64 (..., {'2, ' if comps else ''}L<={he.levels}, {he.n}), got {a.dtype}{a.shape}")
     return a.shape[-2]
+
+
+def galois_seeded_shape(he: HEParams, c0) -> np.ndarray:
+    """``c0`` of seeded Galois keys ``(G, L, L, N)`` (digit, prime) after checking its shape
+    against ``he``; both implementations' ``expand_galois`` validate with this."""
+    c0 = np.asarray(c0)
+    if c0.ndim != 4 or c0.shape[1:3] != (he.levels, he.levels) or c0.shape[3] != he.n:
+        raise ShapeError(f"seeded Galois keys must be (G, {he.levels}, {he.levels}, {he.n}), got {c0.shape}")
+    return c0
+
+
+def galois_key_at(he: HEParams, key, level: int) -> np.ndarray:
+    """A Galois key ``(L, 2, L, N)`` restricted to the first ``level`` digits and primes (the
+    gadget's CRT idempotents restrict), after checking dtype and shape against ``he``."""
+    key = np.asarray(key)
+    if key.dtype != np.uint64 or key.shape != (he.levels, 2, he.levels, he.n):
+        raise ShapeError(f"a Galois key is uint64 ({he.levels}, 2, {he.levels}, {he.n}), got {key.dtype}{key.shape}")
+    return key[:level, :, :level]
+
+
+def pack_trace_shape(he: HEParams, cts, keys) -> tuple[int, int]:
+    """``(level, D)`` of a ``pack_trace`` call on cts (B, D, 2, L', N) with ``keys`` (>= log2 D
+    Galois keys), after checking both; both implementations validate with this."""
+    cts = np.asarray(cts)
+    if cts.ndim != 5:
+        raise ShapeError(f"pack_trace: cts (B, D, 2, L, N), got {cts.shape}")
+    level = ciphertext_level(he, cts)
+    D = cts.shape[1]
+    if D < 1 or D & (D - 1) or D > he.n:
+        raise ShapeError(f"pack_trace: D = {D} must be a power of two <= N")
+    keys = np.asarray(keys)
+    k = D.bit_length() - 1
+    if keys.ndim != 5 or keys.shape[0] < k:
+        raise ShapeError(f"pack_trace: {k} Galois keys needed, got {keys.shape}")
+    return level, D
 
 
 def he_of(params) -> HEParams:
