@@ -48,3 +48,28 @@ def test_two_processes_give_the_same_results(tmp_path):
     rows = [[json.loads(x)["secure"] for x in (d / "progress.jsonl").read_text().splitlines()]
             for d in (tmp_path / "a", tmp_path / "b")]
     assert rows[0] == rows[1]
+
+
+def test_shards_share_the_work_and_a_resume_gathers_them(tmp_path):
+    ck = save_tiny_checkpoint(tmp_path / "ck", labels=2)
+    out = tmp_path / "out"
+    kw = dict(cache_dir=tmp_path / "cache", model_dir=ck, progress=False, config=FAST)
+    with pytest.raises(SystemExit, match="set it up first"):  # shards never set up a cache themselves
+        accuracy.run(out, n=3, secure=3, shard=(0, 2), **kw)
+    accuracy.run(out, n=3, secure=0, **kw)
+    accuracy.run(out, n=3, secure=1, **kw)  # snippet 0, unsharded; sets up the cache
+    r = accuracy.run(out, n=3, secure=3, shard=(1, 2), resume=True, **kw)
+    assert [json.loads(x)["i"] for x in (out / "progress-1-of-2.jsonl").read_text().splitlines()] == [1]
+    assert r["secure"]["n"] == 2  # snippet 0 from the earlier run, and its own snippet 1
+    r = accuracy.run(out, n=3, secure=3, shard=(0, 2), resume=True, **kw)
+    assert [json.loads(x)["i"] for x in (out / "progress-0-of-2.jsonl").read_text().splitlines()] == [2]
+    full = accuracy.run(out, n=3, secure=3, resume=True, **kw)  # gathers all three files, runs nothing new
+    assert full["secure"]["n"] == 3 and full["secure"]["bit_exact_with_fixed_point_semantics"] == 3
+    assert not (out / "progress.jsonl").read_text().count("\n") > 1
+
+    dup = out / "progress-0-of-2.jsonl"  # a result recorded twice is refused
+    dup.write_text(dup.read_text() + (out / "progress-1-of-2.jsonl").read_text())
+    with pytest.raises(SystemExit, match="recorded twice"):
+        accuracy.run(out, n=3, secure=3, resume=True, **kw)
+    with pytest.raises(ValueError, match="shard"):
+        accuracy.run(out, n=3, secure=3, shard=(2, 2), resume=True, **kw)

@@ -23,12 +23,16 @@ affordable in one sitting; the bit-exact check of (2) is what ties (1) to the pr
 from ``progress.jsonl`` (re-checking every earlier result against this run's semantics, and
 reusing ``fixed_point.json`` when it was made with the same model, graph and parameters), so the
 secure runs can accumulate over several sittings; ``--tcp`` runs the server in a second process.
+``--shard K/N`` runs only the snippets with index = K mod N (results in ``progress-K-of-N.jsonl``),
+so N processes can share the work on N cores once the client cache is set up; a later ``--resume``
+without ``--shard`` gathers and re-checks every ``progress*.jsonl`` and writes the full report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -88,11 +92,12 @@ def _infer_tcp(client, model_dir: Path, key_file: Path, config, queries, on_resu
 
 def run(out: Path, n: int = 500, embedding: bool = False, cache_dir: Path | None = None, resume: bool = False,
         model_dir: Path | None = None, progress: bool = True, secure: int | None = None,
-        config: "SecureConfig | None" = None, tcp: bool = False) -> dict:
+        config: "SecureConfig | None" = None, tcp: bool = False, shard: tuple[int, int] | None = None) -> dict:
     """Evaluate the first ``n`` held-out snippets with the exact fixed-point semantics of the
     secure graph and the float model, and run the first ``secure`` of them (default: all n)
     through the secure protocol, checking each result against the fixed-point semantics
-    (``tcp``: the server in a second process over loopback, so the parties use two cores)."""
+    (``tcp``: the server in a second process over loopback, so the parties use two cores;
+    ``shard=(k, m)``: only the snippets i with i % m == k, recorded in ``progress-k-of-m.jsonl``)."""
     from nimbus.api import Client, Server
     from nimbus.demo import DEMO_HOME, ensure_classifier
     from nimbus.spec.model import decode_output, ideal_forward
@@ -136,8 +141,12 @@ def run(out: Path, n: int = 500, embedding: bool = False, cache_dir: Path | None
             row.update(label=int(labels[i]), float_logits=fo.logits[0].tolist(), ideal_logits=vals.tolist())
         rows.append(row)
     sim_s = time.perf_counter() - t0
-    (out / "fixed_point.json").write_text(json.dumps(  # kept even if the secure runs are interrupted
+    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be (k, m) with 0 <= k < m, got {shard!r}")
+    fp = out / f"fixed_point.json.{os.getpid()}.tmp"  # atomic: shards may write it at the same time
+    fp.write_text(json.dumps(  # kept even if the secure runs are interrupted
         {"summary": _summary_sim(rows, embedding), "rows": rows, "simulation_s": sim_s, **key}))
+    fp.replace(out / "fixed_point.json")
     setup = None
     sec_rows = []
     if secure:
@@ -147,22 +156,36 @@ def run(out: Path, n: int = 500, embedding: bool = False, cache_dir: Path | None
         except Exception:  # no or stale cache
             fp_ok = False
         client.close()
+        if not fp_ok and shard is not None:  # N shards setting up one cache at once would corrupt it
+            raise SystemExit(f"{cache_dir}: no client cache for this model; set it up first "
+                             "(run once without --shard), then start the shards")
         if not fp_ok:
             r = client.setup_local(server, progress=progress)
             setup = {"bytes_s2c": r.bytes_s2c, "seconds": r.seconds, "cache_bytes": r.cache_bytes}
-        prog = out / "progress.jsonl"
-        sec_rows = [json.loads(x) for x in prog.read_text().splitlines()] if (resume and prog.exists()) else []
-        sec_rows = sec_rows[:secure]
-        for k, r in enumerate(sec_rows):  # a resumed run re-checks the earlier results against this run's semantics
-            ok = r.get("i") == k and r.get("tokens") == int(ids[k].size)
+        prog = out / ("progress.jsonl" if shard is None else f"progress-{shard[0]}-of-{shard[1]}.jsonl")
+        if not resume:  # a fresh run forgets earlier results (a shard only its own)
+            for f in ([prog] if shard is not None else out.glob("progress*.jsonl")):
+                f.unlink(missing_ok=True)
+        sec_rows = []
+        if resume:  # every earlier result, from any shard, re-checked against this run's semantics
+            for f in sorted(out.glob("progress*.jsonl")):
+                sec_rows += [dict(json.loads(x), file=f.name) for x in f.read_text().splitlines() if x.strip()]
+        seen = set()
+        for r in sec_rows:
+            k = r.get("i")
+            ok = isinstance(k, int) and 0 <= k < n and k not in seen and r.get("tokens") == int(ids[k].size)
             if ok:
                 want = decode_output(server.arch, server.params, np.asarray(rows[k]["ideal"], np.uint64))
                 ok = r["bit_exact"] == (np.asarray(r["secure"]).tolist() == want.tolist())
             if not ok:
-                raise SystemExit(f"{prog}: snippet {r['i']} does not match this model and graph configuration; "
-                                 "run without --resume (or with another --out)")
-        todo = list(range(len(sec_rows), secure))
-        with open(prog, "a" if resume else "w") as pf:
+                raise SystemExit(f"{out / r['file']}: snippet {r.get('i')} does not match this model and graph "
+                                 "configuration (or is recorded twice); run without --resume (or with another --out)")
+            seen.add(k)
+        sec_rows = sorted((r for r in sec_rows if r["i"] < secure), key=lambda r: r["i"])
+        for r in sec_rows:
+            r.pop("file")
+        todo = [i for i in range(secure) if i not in seen and (shard is None or i % shard[1] == shard[0])]
+        with open(prog, "a") as pf:
             bar = None
             if progress and todo:
                 from tqdm import tqdm
@@ -270,8 +293,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=None, help="checkpoint directory (default: the classifier)")
     ap.add_argument("--tcp", action="store_true",
                     help="run the server in a second process over loopback (the parties use two cores)")
+    ap.add_argument("--shard", default=None, metavar="K/N",
+                    help="only the snippets with index K mod N (run N of these at once after the setup)")
     a = ap.parse_args(argv)
-    res = run(a.out, a.n, a.embedding, a.cache, a.resume, a.model, secure=a.secure, tcp=a.tcp)
+    shard = None
+    if a.shard is not None:
+        try:
+            shard = tuple(int(x) for x in a.shard.split("/"))
+            if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+                raise ValueError
+        except ValueError:
+            ap.error(f"--shard wants K/N with 0 <= K < N, got {a.shard!r}")
+    res = run(a.out, a.n, a.embedding, a.cache, a.resume, a.model, secure=a.secure, tcp=a.tcp, shard=shard)
     print(json.dumps({k: res[k] for k in ("fixed_point_semantics", "secure")}, indent=1))
     return 0
 
