@@ -214,12 +214,65 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def _shared_matrices(reader, folder: Path, names, impl) -> dict:
+    """Expanded matrices as read-only memory maps of ``folder/<name>.npy``, each written once (under
+    a file lock, so concurrent clients wait rather than expand twice) from the verified cache, with a
+    BLAKE2b digest beside it that is checked whenever a map is opened (a damaged file is rebuilt)."""
+    import fcntl
+    import hashlib
+
+    def digest(path):
+        h = hashlib.blake2b()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+        return h.hexdigest()
+
+    st = os.stat(reader.path)  # the copies belong to this cache file: a new setup rebuilds them
+    ident = json.dumps({"cache": str(reader.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    with open(folder / ".lock", "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        try:
+            man = folder / "source.json"
+            if not man.exists() or man.read_text() != ident:
+                for f in folder.glob("*.npy*"):
+                    f.unlink()
+                man.write_text(ident)
+            for name in names:
+                path, dg = folder / f"{name}.npy", folder / f"{name}.npy.b2"
+                ok = path.exists() and dg.exists() and dg.read_text().strip() == digest(path)
+                if not ok:
+                    tmp = folder / f"{name}.npy.tmp"
+                    tmp.unlink(missing_ok=True)
+                    shape = reader.load_shape(name)
+                    buf = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint64, shape=shape)
+                    reader.load(name, impl, buf)
+                    buf.flush()
+                    del buf
+                    dg.write_text(digest(tmp))
+                    tmp.replace(path)
+                m = np.load(path, mmap_mode="r")
+                if m.shape != reader.load_shape(name) or m.dtype != np.uint64:
+                    raise CacheError(f"{path}: wrong shape or type; delete {folder} to rebuild it")
+                out[name] = m
+        finally:
+            fcntl.flock(lk, fcntl.LOCK_UN)
+    return out
+
+
 class Client:
     """The text owner, with its cache directory (made by :meth:`setup`)."""
 
-    def __init__(self, cache_dir, *, params=DEFAULT_PARAMS, impl="optimized", preload: bool | None = None):
+    def __init__(self, cache_dir, *, params=DEFAULT_PARAMS, impl="optimized", preload: bool | str | None = None):
         self.dir = Path(cache_dir).expanduser()
         self.params, self.impl = _params(params), _impl(impl)
+        if preload not in (None, True, False, "shared"):
+            raise ValueError(f"preload must be None, True, False or 'shared', not {preload!r}")
+        #: ``True``: every expanded matrix in this process's memory; ``"shared"``: expanded once into
+        #: files beside the cache and memory-mapped, so client processes on one machine share one
+        #: copy (the page cache); ``False``: streamed per query; ``None``: True if it fits.
         self.preload = preload
         #: Seconds spent loading (reading, verifying, expanding) matrices from the cache during
         #: queries: zero with ``preload``; otherwise part of the Linear categories' client compute.
@@ -369,7 +422,10 @@ class Client:
         self._reader = reader
         pk = reader.pk()
         store = {}
-        if self._preload(arch):
+        if self.preload == "shared":
+            store = _shared_matrices(reader, self.dir / f"expanded-{meta['linear_fingerprint'][:16]}",
+                                     [s.name for s in arch.shapes()[1:]], self.impl)
+        elif self._preload(arch):
             for s in arch.shapes()[1:]:
                 store[s.name] = reader.load(s.name, self.impl)
 

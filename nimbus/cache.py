@@ -294,6 +294,14 @@ class CacheReader:
         (m,) = list(self._messages(self._read("pk"), PublicKeyMsg))
         return m.pk
 
+    def load_shape(self, name: str) -> tuple:
+        """The shape of :meth:`load`'s result for matrix ``name``."""
+        he = self.params.he
+        s = self.sections.get(name)
+        if s is None or s["kind"] != "weights":
+            raise CacheError(f"{self.path}: no matrix {name!r}")
+        return (len(S.column_chunks(he.n, s["d_out"])), s["d_in"], 2, he.levels, he.n)
+
     def load(self, name: str, impl, out: np.ndarray | None = None) -> np.ndarray:
         """The expanded ciphertexts ``(chunks, d_in, 2, L, N)`` of matrix ``name`` (verified).
 

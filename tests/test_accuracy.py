@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from nimbus.models import accuracy
@@ -73,3 +75,37 @@ def test_shards_share_the_work_and_a_resume_gathers_them(tmp_path):
         accuracy.run(out, n=3, secure=3, resume=True, **kw)
     with pytest.raises(ValueError, match="shard"):
         accuracy.run(out, n=3, secure=3, shard=(2, 2), resume=True, **kw)
+
+
+def test_shared_preload_maps_one_verified_copy(tmp_path):
+    from nimbus.api import Client, Server
+
+    ck = save_tiny_checkpoint(tmp_path / "ck", labels=2)
+    server = Server(ck, key_file=tmp_path / "k", config=FAST)
+    cache = tmp_path / "cache"
+    Client(cache).setup_local(server, progress=False)
+    ids = [np.array([1, 7, 8, 2])]
+    want = Client(cache, preload=False).infer_local(server, ids).predictions[0].output
+    a = Client(cache, preload="shared")
+    assert a.infer_local(server, ids).predictions[0].output.tolist() == want.tolist()
+    folder = next(cache.glob("expanded-*"))
+    files = sorted(folder.glob("*.npy"))
+    assert files and all(isinstance(m, np.memmap) for m in _store(a))
+    stamp = {f: f.stat().st_mtime_ns for f in files}
+    b = Client(cache, preload="shared")  # a second client maps the same files
+    assert b.infer_local(server, ids).predictions[0].output.tolist() == want.tolist()
+    assert {f: f.stat().st_mtime_ns for f in files} == stamp
+    b.close()
+    raw = bytearray(files[0].read_bytes())  # a damaged copy fails its digest and is rebuilt
+    raw[-1] ^= 1
+    files[0].write_bytes(bytes(raw))
+    c = Client(cache, preload="shared")
+    assert c.infer_local(server, ids).predictions[0].output.tolist() == want.tolist()
+    assert files[0].stat().st_mtime_ns != stamp[files[0]]
+    with pytest.raises(ValueError, match="preload"):
+        Client(cache, preload="yes")
+
+
+def _store(client):
+    st = client.state()
+    return [st.matrix(s.name) for s in st.arch.shapes()[1:]]

@@ -24,7 +24,8 @@ from ``progress.jsonl`` (re-checking every earlier result against this run's sem
 reusing ``fixed_point.json`` when it was made with the same model, graph and parameters), so the
 secure runs can accumulate over several sittings; ``--tcp`` runs the server in a second process.
 ``--shard K/N`` runs only the snippets with index = K mod N (results in ``progress-K-of-N.jsonl``),
-so N processes can share the work on N cores once the client cache is set up; a later ``--resume``
+so N processes can share the work on N cores once the client cache is set up (they map one
+expanded copy of the matrices, ``Client(preload="shared")``); a later ``--resume``
 without ``--shard`` gathers and re-checks every ``progress*.jsonl`` and writes the full report.
 """
 
@@ -150,7 +151,7 @@ def run(out: Path, n: int = 500, embedding: bool = False, cache_dir: Path | None
     setup = None
     sec_rows = []
     if secure:
-        client = Client(cache_dir)
+        client = Client(cache_dir, preload="shared" if shard is not None else None)  # shards share one copy
         try:
             fp_ok = client.state().fingerprint == server.fixed.fingerprint
         except Exception:  # no or stale cache
