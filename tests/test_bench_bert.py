@@ -179,3 +179,16 @@ def test_no_plots_without_matplotlib(result, tmp_path, monkeypatch):
     monkeypatch.setattr(P, "available", lambda: False)
     assert B.plots(data, tmp_path) == [] and not list(tmp_path.glob("*.png"))
     assert "Plots: none (matplotlib is not installed)" in B.report(dict(data, plots=[]))
+
+
+def test_table_option(result, tmp_path):
+    out, data = result
+    again = B.run_bench(_args(tmp_path, cache=data["setup"]["cache_dir"], network=["lan"],
+                              table="ours-bert-base-random-global"), log=lambda s: None)
+    assert again["config"]["gelu_table"] == again["config"]["exp_table"] == "ours-bert-base-random-global"
+    assert data["config"]["gelu_table"] != "ours-bert-base-random-global"
+    gelu = [r["runs"][0]["categories"]["GELU"] for r in (data, again)]  # degree 2 instead of 6: fewer bytes
+    assert gelu[1]["bytes_c2s"] + gelu[1]["bytes_s2c"] < gelu[0]["bytes_c2s"] + gelu[0]["bytes_s2c"]
+    assert "ours-bert-base-random-global" in (tmp_path / "report.md").read_text()
+    with pytest.raises(SystemExit, match="--table"):
+        B.run_bench(_args(tmp_path / "x", table="no-such-table"), log=lambda s: None)

@@ -266,7 +266,17 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
     for n in networks:
         if n not in NETWORKS:
             raise SystemExit(f"unknown network preset {n!r}; known: {', '.join(NETWORKS)}")
-    config = M.SecureConfig(ot_kind=a.ot)
+    tables = {} if not getattr(a, "table", None) else {"gelu_table": a.table, "exp_table": a.table}
+    if tables:
+        from nimbus.spec import nonlinear_fn as NF
+        from nimbus.spec.params import get_preset as _preset
+
+        try:
+            for fn in ("gelu", "exp"):
+                NF.entry_for(a.table, fn, _preset(a.params))
+        except Exception as e:
+            raise SystemExit(f"--table {a.table}: {e}") from None
+    config = M.SecureConfig(ot_kind=a.ot, **tables)
     data = {"schema": SCHEMA, "machine": _machine(), **_git_commit(), "nimbus": __version__,
             "options": {"model": a.model, "layers": a.layers, "tokens": list(a.tokens), "repeat": a.repeat,
                         "warmup": a.warmup, "preload": a.preload, "mode": a.mode, "networks": networks, "seed": a.seed,
@@ -446,7 +456,8 @@ def report(data: dict) -> str:
     nets = o["networks"]
     L = [f"# Secure BERT inference benchmark: {data['model']['name']}", "",
          f"Commit {data.get('commit')}{' (dirty tree)' if data.get('dirty') else ''}; nimbus {data.get('nimbus')}; "
-         f"parameters `{data['params']['name']}`; OT `{data['config']['ot_kind'] or 'preset default'}`.",
+         f"parameters `{data['params']['name']}`; OT `{data['config']['ot_kind'] or 'preset default'}`; "
+         f"GELU table `{data['config'].get('gelu_table')}`, exp table `{data['config'].get('exp_table')}`.",
          f"Machine: {m['processor']}, {m['cpus']} CPUs (shared), load average {m['loadavg_start']} at start, "
          f"{m.get('loadavg_end')} at end.",
          f"Model: {arch['layers']} layers, hidden {arch['hidden']}, {arch['heads']} heads, ffn {arch['ffn']}, "
@@ -541,6 +552,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="bert-base", help="parameter preset (default bert-base)")
     p.add_argument("--ot", default="", choices=("", "ferret", "iknp"),
                    help="COT extension of the sessions (default: the preset's)")
+    p.add_argument("--table", default=None, metavar="NAME",
+                   help="approximation table of GELU and exp (default: the graph's, tuned on MiniLM; "
+                        "ours-bert-base-random-global is calibrated on this random BERT-base's activations)")
     p.add_argument("--preload", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the expanded matrices in memory (default: when they fit)")
     p.add_argument("--seed", type=int, default=0, help="torch seed of the random model weights")
