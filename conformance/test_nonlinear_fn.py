@@ -212,6 +212,60 @@ def test_layernorm_gamma_by_protocol(impl):
 
 
 @_few(8)
+@given(data=st.data(), bits=st.integers(8, 64))
+def test_scale_by_server_digits(data, bits):
+    """x * g mod 2^bits for the server's g by its two's complement digits (the sign digit and the
+    range ends included), reference == optimized bit for bit, declared bytes = sent bytes."""
+    from nimbus.reference._nl_functions import scale_by_server
+
+    D = data.draw(st.integers(1, bits))
+    lo, hi = -(1 << (D - 1)), (1 << (D - 1)) - 1
+    n = data.draw(st.integers(1, 9))
+    g = np.array(data.draw(st.lists(st.integers(lo, hi) | st.sampled_from([lo, hi, 0, -1 if D > 1 else 0]),
+                                    min_size=n, max_size=n)), dtype=np.int64)
+    x = np.array(data.draw(st.lists(st.integers(0, (1 << bits) - 1), min_size=n, max_size=n)), dtype=np.uint64)
+    mk = (1 << bits) - 1
+    xc = np.array(data.draw(st.lists(st.integers(0, (1 << bits) - 1), min_size=n, max_size=n)), dtype=np.uint64)
+    xs = (x - xc) & np.uint64(mk)
+    outs = []
+    for impl in ("reference", "optimized"):
+        im = implementation(impl)
+        oc, osv = S.IdealCotSession.pair(b"sbs")
+        c = Ctx(CLIENT, BERT, PRG.for_tests("sbs/c"), im).sub("g")
+        s = Ctx(SERVER, BERT, PRG.for_tests("sbs/s"), im).sub("g")
+        r = run_local(scale_by_server(c, oc, xc, None, bits, D), scale_by_server(s, osv, xs, g, bits, D))
+        want = [(int(a) * int(b)) & mk for a, b in zip(x, g)]
+        assert ((r.client + r.server) & np.uint64(mk)).tolist() == want
+        assert r.transcript.cost() == S._f_acot([(n, bits - i) for i in range(D)], []).cost()
+        outs.append((r.client.tolist(), r.server.tolist()))
+    assert outs[0] == outs[1]
+
+
+def test_layernorm_gamma_at_its_bounds(impl):
+    """gamma at the ends of its range (|gamma| < 32) on rows with an outlier (|x_hat| near
+    sqrt(n - 1)): bit for bit the ideal; a larger gamma is refused by the server and the import."""
+    n = 64
+    xr = np.zeros((2, n))
+    xr[0, 0] = 50.0  # |x_hat| = sqrt(63) at the outlier
+    xr[1] = np.linspace(-3, 3, n)
+    X, xc, xs = shares(np.floor(xr * (1 << FL)).astype(np.int64), 8)
+    gamma = np.where(np.arange(n) % 2, 31.999, -31.999)
+    im = implementation(impl)
+    oc, osv = S.IdealCotSession.pair(b"gb")
+    c = Ctx(CLIENT, BERT, PRG.for_tests("gb/c"), im).sub("ln")
+    s = Ctx(SERVER, BERT, PRG.for_tests("gb/s"), im).sub("ln")
+    r = run_local(im.nonlinear.layernorm_client(c, oc, xc, gamma=True),
+                  im.nonlinear.layernorm_server(s, osv, xs, gamma=gamma))
+    assert_same(r.client + r.server, F.ideal_layernorm(X, BERT, gamma=gamma))
+    ref = (xr - xr.mean(-1, keepdims=True)) / np.sqrt(xr.var(-1, keepdims=True)) * gamma
+    assert np.abs((r.client + r.server).view(np.int64) / 2.0**FL - ref).max() < 0.2  # 32 x the gamma-free bound
+    with pytest.raises(ShapeError, match="gamma"):
+        F.ideal_layernorm(X, BERT, gamma=gamma * 1.01)
+    with pytest.raises(ShapeError, match="gamma"):
+        F.encode_gamma(np.full(n, -32.0), n, BERT)
+
+
+@_few(8)
 @given(s=hnp.arrays(np.int64, st.integers(1, 6), elements=st.integers(1 << 12, (1 << 21) - 1)
                     | st.sampled_from([1 << 12, 1 << 13, (1 << 20), (1 << 21) - 1])))
 def test_reciprocal_exact(impl, s):

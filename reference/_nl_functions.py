@@ -22,7 +22,7 @@ from . import nonlinear as P
 
 __all__ = ["to_small", "to_linear", "poly_eval", "pow2chain", "piecewise", "reciprocal", "gelu",
            "softmax", "tanh", "gelu_client", "gelu_server", "softmax_client", "softmax_server",
-           "tanh_client", "tanh_server", "rsqrt", "rsqrt_core", "downcast_pair", "scale_by_server", "layernorm", "layernorm_client",
+           "tanh_client", "tanh_server", "rsqrt", "rsqrt_core", "downcast_pair", "scale_by_server", "apply_gamma", "layernorm", "layernorm_client",
            "layernorm_server", "reciprocal_client", "reciprocal_server", "rsqrt_client", "rsqrt_server"]
 
 
@@ -358,23 +358,50 @@ def rsqrt(ctx: Ctx, ot, v: np.ndarray) -> Proto[np.ndarray]:
     return (yield from rsqrt_core(ctx, ot, v, math.sqrt(2.0) ** f))
 
 
-def scale_by_server(ctx: Ctx, ot, x: np.ndarray, g, bits: int) -> Proto[np.ndarray]:
-    """Shares of x * g mod 2^bits for the server's plaintext integers g (same shape as x): bit i of
-    the client's share selects g at width bits - i (one-sided Gilboa); the server multiplies its
-    own share locally. [SIRNN, §3.1]"""
+def scale_by_server(ctx: Ctx, ot, x: np.ndarray, g, bits: int, digits: int) -> Proto[np.ndarray]:
+    """Shares of x * g mod 2^bits for the server's plaintext integers g (same shape as x),
+    -2^(digits-1) <= g < 2^(digits-1): digit i of g (two's complement; the top digit weighs
+    -2^(digits-1)) chooses the client's share at width bits - i, so ``digits`` COTs per value
+    instead of ``bits`` (one-sided Gilboa, the server as receiver); the server multiplies its own
+    share locally. Each party learns nothing (OT choice corrections and OT-masked shares).
+    [SIRNN, §3.1; Gilboa 1999]"""
     K = ctx.impl.nonlinear
     mk = ring_mask(bits)
-    if ctx.is_client:
-        xb = K.bits_lsb_first(x, bits)
-        _, ys = yield from P.acot(ctx, ot, recv=[(xb[:, i], bits - i) for i in range(bits)])
+    if not 1 <= digits <= bits:
+        raise ShapeError(f"scale_by_server needs 1 <= digits <= bits, got {digits}, {bits}")
+    x = np.ascontiguousarray(x, dtype=np.uint64).reshape(-1) & mk
+    if ctx.is_client:  # 1. my share (negated for the sign digit) as the correlation of every digit
+        send = [(x if i < digits - 1 else (np.uint64(0) - x)) & ring_mask(bits - i) for i in range(digits)]
+        ys, _ = yield from P.acot(ctx, ot, send=[(c, bits - i) for i, c in enumerate(send)])
         z = np.zeros(x.size, dtype=np.uint64)
-    else:
-        g = np.asarray(g, dtype=np.uint64).reshape(-1)
-        ys, _ = yield from P.acot(ctx, ot, send=[(g, bits - i) for i in range(bits)])
-        z = (x * g) & mk
-    for i in range(bits):
+    else:  # 1. the digits of g choose
+        g = np.asarray(g, dtype=np.int64).reshape(-1)
+        if g.size != x.size:
+            raise ShapeError("g must have one entry per shared value")
+        lim = 1 << (digits - 1)
+        if g.size and (g.max() >= lim or g.min() < -lim):
+            raise ShapeError(f"g out of the {digits}-digit range")
+        gu = g.view(np.uint64)
+        gb = K.bits_lsb_first(gu & ring_mask(digits), digits)
+        _, ys = yield from P.acot(ctx, ot, recv=[(gb[:, i], bits - i) for i in range(digits)])
+        z = (x * gu) & mk  # 2. g x_s, locally
+    for i in range(digits):  # 3. + sum_i 2^i (digit i's ACOT outputs)
         z = (z + (ys[i] << np.uint64(i))) & mk
     return z
+
+
+def apply_gamma(ctx: Ctx, ot, x: np.ndarray, g) -> Proto[np.ndarray]:
+    """floor(x * g / 2^F) in the linear ring for shared x with |x| < 2^(F + LN_OUT_BITS) and the
+    server's encoded gamma g (``encode_gamma``; the client passes None): the product in
+    Z_2^gamma_ring_bits (shares reduced locally; exact there), its truncation fused with the
+    up-cast. Cost: ``nonlinear_fn.gamma_flow``."""
+    params = ctx.params
+    L, Fr = params.linear.bits, params.linear.frac
+    k, D = F.gamma_ring_bits(params), F.gamma_digits(params)
+    pr = yield from scale_by_server(ctx.sub("gamma"), ot, x, g, k, D)
+    if k < L:
+        return (yield from P.trunc_upcast(ctx.sub("gtr"), ot, pr, k, Fr, L, "msb"))
+    return (yield from P.trunc(ctx.sub("gtr"), ot, pr, L, Fr, "msb"))
 
 
 def downcast_pair(ctx: Ctx, ot, X: np.ndarray, bits: int, ks, out_bits: int, m: int = 4) -> Proto[list]:
@@ -431,11 +458,10 @@ def layernorm(ctx: Ctx, ot, X: np.ndarray, eps: float = 1e-12, beta=None, gamma=
     if gamma is not None:  # 6. the server's gamma (the client passes gamma=True: public structure)
         g = None
         if not ctx.is_client:
-            g = np.tile(F._beta(gamma, n, Fr).view(np.uint64), rows)
+            g = np.tile(F.encode_gamma(gamma, n, params), rows)
         elif gamma is not True:
             raise ShapeError("the client passes gamma=True (gamma is the server's plaintext)")
-        out = yield from scale_by_server(ctx.sub("gamma"), ot, out, g, L)
-        out = yield from P.trunc(ctx.sub("gtr"), ot, out, L, Fr, "msb")
+        out = yield from apply_gamma(ctx, ot, out, g)
     if beta is not None:  # 7. the server's beta: added to its share
         if ctx.is_client:
             raise ShapeError("beta is the server's plaintext weight")

@@ -56,6 +56,7 @@ __all__ = [
     "RSQRT_TABLE", "RSQRT_ITERS", "LN_K", "LN_FV", "LN_FD", "LN_PMIN", "LN_PMAX", "rsqrt_entry",
     "ideal_rsqrt", "ideal_layernorm", "layernorm_cost", "ideal_reciprocal_ring", "reciprocal_cost",
     "ideal_rsqrt_ring", "rsqrt_cost", "RSQ_K", "rsq_thresholds", "rsq_segments",
+    "LN_GAMMA_BITS", "LN_OUT_BITS", "gamma_digits", "gamma_ring_bits", "encode_gamma", "gamma_flow",
 ]
 
 DEFAULT_TABLE = "nimbus-prototype"  #: the prototype's coefficients: the initial table
@@ -627,10 +628,35 @@ def ideal_layernorm(X, params, eps: float = 1e-12, beta=None, gamma=None) -> np.
     dd = _lift(_floor_div(d, L, F - LN_FD), l)
     out = _floor_div(_lift(dd * _lift(r, l)[:, None], l), l, LN_FD + f - F)
     if gamma is not None:
-        out = _floor_div(out * _beta(gamma, n, F)[None, :], L, F)
+        out = _floor_div(out * encode_gamma(gamma, n, params)[None, :], L, F)
     if beta is not None:
         out = out + _beta(beta, n, F)
     return _to_ring(out, L).reshape(shp)
+
+
+LN_GAMMA_BITS = 5  #: a LayerNorm weight applied by protocol satisfies |gamma| < 2^5 (public bound)
+LN_OUT_BITS = 6  #: |(x - mean) / sqrt(var + eps)| < 2^6 (<= sqrt(n - 1) < 32 for n <= 1024)
+
+
+def gamma_digits(params) -> int:
+    """Two's complement digits of an encoded gamma g = floor(gamma 2^F + 1/2): |g| < 2^(digits-1)."""
+    return params.linear.frac + LN_GAMMA_BITS + 1
+
+
+def gamma_ring_bits(params) -> int:
+    """The ring of the gamma product: |out * g| < 2^(F + LN_OUT_BITS + digits - 1) <= 2^(bits - 2),
+    so the product is exact there and its truncation by F fuses with the up-cast (known MSB)."""
+    return min(params.linear.bits, 2 * params.linear.frac + LN_OUT_BITS + LN_GAMMA_BITS + 2)
+
+
+def encode_gamma(gamma, n: int, params) -> np.ndarray:
+    """g = floor(gamma 2^F + 1/2) (int64), refused outside |g| < 2^(digits - 1), i.e. |gamma| < 32."""
+    g = _beta(gamma, n, params.linear.frac)
+    lim = 1 << (gamma_digits(params) - 1)
+    if g.size and (g.max() >= lim or g.min() <= -lim):
+        raise ShapeError(f"unsupported LayerNorm weight: |gamma| = {float(np.max(np.abs(gamma))):g}; the protocol "
+                         f"applies |gamma| < {1 << LN_GAMMA_BITS} (fold it into a linear layer, or rescale the model)")
+    return g
 
 
 def _beta(beta, n: int, F: int) -> np.ndarray:
@@ -652,6 +678,15 @@ def _f_rsqrt(n: int, params) -> Flow:
     return fl + _f_trunc(n, L, RSQ_TR, "msb", RSQ_TR, L, RSQ_TR_RADIX)
 
 
+def gamma_flow(params, N: int) -> Flow:
+    """The server's gamma on N shared values: a one-sided product in Z_2^k (the client sends its
+    share at width k - i for digit i of g), then the truncation by F fused with the up-cast."""
+    L, F = params.linear.bits, params.linear.frac
+    k, D = gamma_ring_bits(params), gamma_digits(params)
+    fl = _f_acot([(N, k - i) for i in range(D)], [])
+    return fl + (_f_trunc(N, k, F, "msb", L - k + F, L, 4) if k < L else _f_trunc(N, L, F, "msb", F, L, 4))
+
+
 def layernorm_cost(params, shape, eps: float = 1e-12, gamma: bool = False) -> Cost:
     """LayerNorm: per row one known-MSB truncation (the mean) and one rsqrt; per element two exact
     down-casts of x - mean (one millionaire batch, one B2A batch), one square, one up-cast, one
@@ -668,8 +703,8 @@ def layernorm_cost(params, shape, eps: float = 1e-12, gamma: bool = False) -> Co
     fl = fl + _f_mul(N, l)
     sh = LN_FD + f - F
     fl = fl + _f_trunc(N, l, sh, "msb", L - l + sh, L, 4)
-    if gamma:  # one-sided product by the server's gamma (server sender, client's bits), truncation
-        fl = fl + _f_acot([], [(N, L - i) for i in range(L)]) + _f_trunc(N, L, F, "msb", F, L, 4)
+    if gamma:
+        fl = fl + gamma_flow(params, N)
     return fl.cost()
 
 

@@ -213,3 +213,13 @@ def test_category_of_labels():
     assert M.category("q0/layer1/Trunc_h2") == "Trunc"
     assert M.category("OT/s2c/ferret1") == "OT"
     assert M.category("q0/Head/Linear_head") == "Head"
+
+
+def test_a_gamma_beyond_the_protocol_bound_is_refused_at_import(cls_model):
+    import copy
+
+    w = copy.deepcopy(cls_model)
+    w.layers[0].ln1_gamma[3] = -40.0  # applied by protocol on the residual path: |gamma| < 32 only
+    with pytest.raises(ShapeError, match="LayerNorm weight"):
+        to_fixed(w, PARAMS)
+    to_fixed(cls_model, PARAMS)

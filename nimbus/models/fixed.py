@@ -66,6 +66,11 @@ def to_fixed(w: BertWeights, params: ParamSet, name: str = "") -> FixedModel:
     if not folded:
         out_gamma, out_beta = g_last, b_last
     ln[-1] = (None, None)
+    from nimbus.spec.nonlinear_fn import encode_gamma  # refuses a gamma beyond the protocol's bound, now
+
+    for g in [g for g, _ in ln] + [out_gamma]:
+        if g is not None:
+            encode_gamma(g, np.size(g), params)
     pos = w.embeddings.position + w.embeddings.token_type[0][None, :]
     return FixedModel(arch=arch, weights=W, biases=B, positions=encode(pos, R),
                       ln=tuple((None if g is None else np.asarray(g, np.float64), None if b is None else np.asarray(b, np.float64))

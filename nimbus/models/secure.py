@@ -246,13 +246,12 @@ def _out_ln(ctx: Ctx, ot, party, pooled: np.ndarray) -> Proto[np.ndarray]:
     F = ctx.params.linear.frac
     client = ctx.is_client
     has_g = party.out_gamma if client else party.model.out_gamma is not None
-    if has_g:
-        g = None if client else M._encode_param(party.model.out_gamma, F)
-        from nimbus.reference._nl_functions import scale_by_server
+    if has_g:  # |pooled| < 2^(F + 6): a mean of LayerNorm outputs
+        from nimbus.reference._nl_functions import apply_gamma
+        from nimbus.spec.nonlinear_fn import encode_gamma
 
-        pooled = yield from scale_by_server(ctx.sub("gamma"), ot, pooled.reshape(-1), g, 64)
-        pooled = yield from ctx.impl.nonlinear.trunc(ctx.sub("trunc"), ot, pooled, 64, F, "msb")
-        pooled = pooled.reshape(1, -1)
+        g = None if client else encode_gamma(party.model.out_gamma, pooled.shape[-1], ctx.params)
+        pooled = (yield from apply_gamma(ctx, ot, pooled.reshape(-1), g)).reshape(1, -1)
     if not client and party.model.out_beta is not None:
         pooled = pooled + M._encode_param(party.model.out_beta, F)[None, :]
     return pooled
