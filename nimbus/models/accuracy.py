@@ -99,6 +99,22 @@ def run(out: Path, n: int = 500, embedding: bool = False, cache_dir: Path | None
     through the secure protocol, checking each result against the fixed-point semantics
     (``tcp``: the server in a second process over loopback, so the parties use two cores;
     ``shard=(k, m)``: only the snippets i with i % m == k, recorded in ``progress-k-of-m.jsonl``)."""
+    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be (k, m) with 0 <= k < m, got {shard!r}")
+    args = (out, n, embedding, cache_dir, resume, model_dir, progress, secure, config, tcp, shard)
+    if shard is None:
+        return _run(*args)
+    import numba  # m shards share the cores: numba's parallel kernels get cores / m threads each
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, (os.cpu_count() or 1) // shard[1])))
+    try:
+        return _run(*args)
+    finally:
+        numba.set_num_threads(before)
+
+
+def _run(out, n, embedding, cache_dir, resume, model_dir, progress, secure, config, tcp, shard) -> dict:
     from nimbus.api import Client, Server
     from nimbus.demo import DEMO_HOME, ensure_classifier
     from nimbus.spec.model import decode_output, ideal_forward
@@ -142,8 +158,6 @@ def run(out: Path, n: int = 500, embedding: bool = False, cache_dir: Path | None
             row.update(label=int(labels[i]), float_logits=fo.logits[0].tolist(), ideal_logits=vals.tolist())
         rows.append(row)
     sim_s = time.perf_counter() - t0
-    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
-        raise ValueError(f"shard must be (k, m) with 0 <= k < m, got {shard!r}")
     fp = out / f"fixed_point.json.{os.getpid()}.tmp"  # atomic: shards may write it at the same time
     fp.write_text(json.dumps(  # kept even if the secure runs are interrupted
         {"summary": _summary_sim(rows, embedding), "rows": rows, "simulation_s": sim_s, **key}))
