@@ -275,10 +275,13 @@ class Client:
         #: copy (the page cache); ``False``: streamed per query; ``None``: True if it fits.
         self.preload = preload
         #: Seconds spent loading (reading, verifying, expanding) matrices from the cache during
-        #: queries: zero with ``preload``; otherwise part of the Linear categories' client compute.
+        #: queries: zero with ``preload``; otherwise part of the Linear categories' client compute
+        #: (a streaming client loads the next matrix in a background thread while it computes and
+        #: waits, so this counts only the loading that was not hidden).
         self.stream_seconds = 0.0
         self._state = None
         self._reader = None
+        self._pool = None  # the prefetch thread of a streaming client
         self._tok = None
 
     # -- setup ----------------------------------------------------------------------------
@@ -429,14 +432,28 @@ class Client:
             for s in arch.shapes()[1:]:
                 store[s.name] = reader.load(s.name, self.impl)
 
+        order = [s.name for s in arch.shapes()[1:]]  # the order in which a query uses them
+        pending = {}
+
         def matrix(name):
             if name in store:
                 return store[name]
             t = time.perf_counter()
             try:
-                return reader.load(name, self.impl)
+                fut = pending.pop(name, None)
+                m = fut.result() if fut is not None else reader.load(name, self.impl)
             finally:
                 self.stream_seconds += time.perf_counter() - t
+            if name in order:  # streaming: load the next matrix in the background meanwhile (one ahead)
+                nxt = order[(order.index(name) + 1) % len(order)]
+                if nxt not in pending and nxt != name:
+                    if self._pool is None:
+                        from concurrent.futures import ThreadPoolExecutor
+
+                        self._pool = ThreadPoolExecutor(1, thread_name_prefix="nimbus-prefetch")
+                    pending.clear()  # at most one matrix ahead
+                    pending[nxt] = self._pool.submit(reader.load, nxt, self.impl)
+            return m
 
         def embed_rows(tokens):
             return reader.load_rows("embed", tokens, self.impl)
@@ -445,6 +462,9 @@ class Client:
         return self._state
 
     def close(self):
+        if self._pool is not None:  # a pending prefetch finishes (it reads the open cache) before the close
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         if self._reader is not None:
             self._reader.close()
         self._reader = self._state = None

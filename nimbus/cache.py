@@ -238,8 +238,7 @@ class CacheReader:
         s = self.sections.get(name)
         if s is None:
             raise CacheError(f"{self.path}: no section {name!r}")
-        self.f.seek(s["offset"])
-        data = self.f.read(s["length"])
+        data = os.pread(self.f.fileno(), s["length"], s["offset"])  # no shared file position: thread-safe
         if len(data) != s["length"] or hashlib.sha256(data).hexdigest() != s["sha256"]:
             raise CacheError(f"{self.path}: section {name!r} digest mismatch (tampered or corrupted)")
         return data

@@ -223,3 +223,24 @@ def test_a_gamma_beyond_the_protocol_bound_is_refused_at_import(cls_model):
     with pytest.raises(ShapeError, match="LayerNorm weight"):
         to_fixed(w, PARAMS)
     to_fixed(cls_model, PARAMS)
+
+
+def test_a_streaming_client_prefetches_each_matrix_once(cls_pair, monkeypatch):
+    """preload=False: every matrix is loaded once per query, the next one in a background thread
+    while the current one is used; the results equal a preloading client's."""
+    from nimbus.cache import CacheReader
+
+    srv, cl = cls_pair
+    toks = [np.array([2, 5, 7, 3]), np.array([2, 9, 3])]
+    want = [p.output.tolist() for p in Client(cl.dir, preload=True).infer_local(srv, toks).predictions]
+    loads, real = [], CacheReader.load
+    monkeypatch.setattr(CacheReader, "load", lambda self, name, *a, **k: loads.append(name) or real(self, name, *a, **k))
+    s = Client(cl.dir, preload=False)
+    got = [p.output.tolist() for p in s.infer_local(srv, toks).predictions]
+    assert got == want
+    names = [sh.name for sh in cls_pair[1].arch.shapes()[1:]]
+    assert loads[:2 * len(names)] == names * 2  # in order, each once per query ...
+    assert len(loads) == 2 * len(names) + 1  # ... plus the next query's first, prefetched
+    assert s._pool is not None
+    s.close()
+    assert s._pool is None
