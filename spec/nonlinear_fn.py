@@ -635,7 +635,10 @@ def ideal_layernorm(X, params, eps: float = 1e-12, beta=None, gamma=None) -> np.
 
 
 LN_GAMMA_BITS = 5  #: a LayerNorm weight applied by protocol satisfies |gamma| < 2^5 (public bound)
-LN_OUT_BITS = 6  #: |(x - mean) / sqrt(var + eps)| < 2^6 (<= sqrt(n - 1) < 32 for n <= 1024)
+#: |LayerNorm output| < 2^6 before gamma: the variance comes from dv = floor(64 d), and
+#: |dv_i| >= 64 |d_i| - 1 gives sum dv^2 + E >= (64 max|d|)^2 / 2, so |d_i| / sigma <= sqrt(2 n) < 46
+#: for n <= 1024 (the exact value is at most sqrt(n - 1)); rsqrt's error (3.6e-4) and floors are far inside.
+LN_OUT_BITS = 6
 
 
 def gamma_digits(params) -> int:
