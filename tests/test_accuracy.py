@@ -73,6 +73,9 @@ def test_shards_share_the_work_and_a_resume_gathers_them(tmp_path):
     dup.write_text(dup.read_text() + (out / "progress-1-of-2.jsonl").read_text())
     with pytest.raises(SystemExit, match="recorded twice"):
         accuracy.run(out, n=3, secure=3, resume=True, **kw)
+    dup.write_text('{"i": 2, "tokens"\n')  # a truncated line
+    with pytest.raises(SystemExit, match="unreadable result line"):
+        accuracy.run(out, n=3, secure=3, resume=True, **kw)
     with pytest.raises(ValueError, match="shard"):
         accuracy.run(out, n=3, secure=3, shard=(2, 2), resume=True, **kw)
 

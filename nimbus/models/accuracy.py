@@ -184,7 +184,15 @@ def _run(out, n, embedding, cache_dir, resume, model_dir, progress, secure, conf
         sec_rows = []
         if resume:  # every earlier result, from any shard, re-checked against this run's semantics
             for f in sorted(out.glob("progress*.jsonl")):
-                sec_rows += [dict(json.loads(x), file=f.name) for x in f.read_text().splitlines() if x.strip()]
+                for x in f.read_text().splitlines():
+                    try:
+                        r = json.loads(x) if x.strip() else None
+                        if r is not None and not (isinstance(r, dict) and {"i", "tokens", "bit_exact", "secure"} <= r.keys()):
+                            raise ValueError("missing fields")
+                    except ValueError as e:
+                        raise SystemExit(f"{f}: unreadable result line ({e}); delete it to run that snippet again") from None
+                    if r is not None:
+                        sec_rows.append(dict(r, file=f.name))
         seen = set()
         for r in sec_rows:
             k = r.get("i")
