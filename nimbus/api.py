@@ -324,7 +324,7 @@ class Client:
             (self.dir / TOKENIZER_FILE).write_bytes(holder["tokenizer"])
         meta = {"arch": json.loads(holder["arch"].to_json()), "fingerprint": holder["fingerprint"].hex(),
                 "linear_fingerprint": w.header.fingerprint.hex(), "params": self.params.name,
-                "param_id": self.params.id.hex(), "model_protocol": M.MODEL_PROTOCOL_VERSION, "cache": path.name}
+                "param_id": self.params.id.hex(), "model_setup": M.MODEL_SETUP_VERSION, "cache": path.name}
         tmp = self.dir / (META_FILE + ".part")
         tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
         os.replace(tmp, self.dir / META_FILE)
@@ -382,8 +382,10 @@ class Client:
             raise CacheError(f"{p}: corrupted cache description ({e}): run setup again") from None
         if meta.get("param_id") != self.params.id.hex():
             raise CacheError(f"{self.dir}: cache made for parameter set {meta.get('params')!r}, not {self.params.name!r}")
-        if meta.get("model_protocol") != M.MODEL_PROTOCOL_VERSION:
-            raise CacheError(f"{self.dir}: stale cache (model protocol {meta.get('model_protocol')}): run setup again")
+        made = meta.get("model_setup", meta.get("model_protocol"))  # caches before the split: protocol 3 = setup 3
+        if made != M.MODEL_SETUP_VERSION:
+            raise CacheError(f"{self.dir}: stale cache (model setup version {made}, not "
+                             f"{M.MODEL_SETUP_VERSION}): run setup again")
         return meta
 
     @property

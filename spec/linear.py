@@ -55,7 +55,7 @@ __all__ = [
     "target_positions", "decode_targets", "ideal_matmul", "matmul_cost", "matmul_he",
     "MatmulBlocks", "MatmulResponse", "SETUP_WINDOW", "SetupAck", "setup_messages", "setup_acks",
     "query_flooded", "max_query_tokens", "check_query_tokens", "MatmulKeys", "matmul_keys_cost",
-    "matmul_galois", "MatmulPacking", "matmul_packing", "unpack_responses", "KS_WEIGHT_BYTES",
+    "matmul_galois", "MatmulPacking", "matmul_packing", "unpack_responses", "KS_WEIGHT_BYTES", "INPUT_WEIGHT_BYTES",
     "plan_cost", "MatmulKeyring", "ideal_matmul_keys",
 ]
 
@@ -488,11 +488,18 @@ def _matmul_sound(he: HEParams, terms: int, products: int, lvl: int, pack: int =
 
 #: Weight of one key switch in the plan's cost model, in bytes, at N = 8192 with L = 5 primes
 #: (35 NTTs: L^2 for the digits, 2L inverse, plus 2 L^2 N Montgomery products and the
-#: automorphism): ~6 ms per key switch measured inside the packing on the development machine
-#: (2 vCPUs shared with other work, load ~2.5), the time the paper's WAN link (400 Mbit/s =
-#: 50 MB/s) moves 300 KB. Scaled by (L^2 + 2L) N / (35 * 8192) for other sets. A faster key
-#: switch (or a slower link) moves the optimum to larger strides and denser inputs.
-KS_WEIGHT_BYTES = 300_000
+#: automorphism): ~3.6 ms per key switch measured inside the packing on the development machine
+#: (2 vCPUs, otherwise idle; BERT-base P V: 360 instead of 168 key switches cost the client
+#: +0.7 s), the time the paper's WAN link (400 Mbit/s = 50 MB/s) moves 180 KB. Scaled by
+#: (L^2 + 2L) N / (35 * 8192) for other sets.
+KS_WEIGHT_BYTES = 180_000
+
+#: Weight of the compute one seeded input ciphertext costs, in bytes, at N = 8192 with L = 5:
+#: the server encrypts it (~2.1 ms: sampling, NTTs) and the client expands and transforms it
+#: (~4.5 ms), ~6.7 ms together, what the same link moves in 335 KB (measured with the key
+#: switches above: halving the inputs of Q K^T saved the server 0.4 s and the client more than
+#: its 192 extra key switches cost). Scaled by L N / (5 * 8192) for other sets.
+INPUT_WEIGHT_BYTES = 335_000
 
 
 def _c0_bytes(he: HEParams, level: int) -> int:
@@ -501,13 +508,15 @@ def _c0_bytes(he: HEParams, level: int) -> int:
 
 def plan_cost(he: HEParams, p: MatmulPlan) -> float:
     """The plan's cost model (bytes-equivalent, per cross term, packing amortised over heads):
-    ``nr nd`` seeded inputs (c0 at the top level) + ``nr nc / pack`` responses (two components
-    at the response level) + ``nr nc (1 - 1/pack)`` key switches of weight
-    ``KS_WEIGHT_BYTES (L^2 + 2L) N / (35 * 8192)`` each."""
+    ``nr nd`` seeded inputs (c0 at the top level, plus ``INPUT_WEIGHT_BYTES L N / (5 * 8192)``
+    of compute each) + ``nr nc / pack`` responses (two components at the response level) +
+    ``nr nc (1 - 1/pack)`` key switches of weight ``KS_WEIGHT_BYTES (L^2 + 2L) N / (35 * 8192)``
+    each."""
     L, lvl = he.levels, he.response_level or he.levels
     ks_w = KS_WEIGHT_BYTES * (L * L + 2 * L) * he.n / (35 * 8192)
+    in_w = INPUT_WEIGHT_BYTES * L * he.n / (5 * 8192)
     out = p.products / p.pack
-    return (p.nr * p.nd * _c0_bytes(he, L) + out * 2 * _c0_bytes(he, lvl)
+    return (p.nr * p.nd * (_c0_bytes(he, L) + in_w) + out * 2 * _c0_bytes(he, lvl)
             + p.products * (1 - 1 / p.pack) * ks_w)
 
 

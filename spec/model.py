@@ -46,14 +46,19 @@ from .nonlinear_fn import (
 from .params import ParamSet
 
 __all__ = [
-    "MODEL_PROTOCOL_VERSION", "CATEGORIES", "ModelArch", "FixedModel", "SecureConfig", "category",
+    "MODEL_PROTOCOL_VERSION", "MODEL_SETUP_VERSION", "CATEGORIES", "ModelArch", "FixedModel", "SecureConfig", "category",
     "ClientHello", "ModelInfo", "SessionHello", "QueryHeader", "MASK_VALUE", "attention_mask",
     "pool_weights", "ideal_forward", "pk_digest", "max_tokens", "GRAPH_TABLE",
 ]
 
 #: Version of the secure-graph protocol (bound into the session hello).
-MODEL_PROTOCOL_VERSION = 3  # 2: the attention products' keys travel once per session (after the hello);
-#: 3: LayerNorm's gamma by its digits in a 49-bit ring (same results, fewer bytes)
+MODEL_PROTOCOL_VERSION = 4  # 2: the attention products' keys travel once per session (after the hello);
+#: 3: LayerNorm's gamma by its digits in a 49-bit ring (same results, fewer bytes);
+#: 4: the attention products' plans weigh the work per input ciphertext (denser inputs, same results)
+
+#: Version of what the setup sends and the client caches (bound into the cache description): a
+#: change of the online protocol alone bumps MODEL_PROTOCOL_VERSION and keeps caches valid.
+MODEL_SETUP_VERSION = 3
 
 #: Operator categories of a query, in graph order (labels of the transcript map onto these).
 CATEGORIES = ("Hello", "OT", "Embedding", "Linear_qkv", "Linear_o", "Linear_h1", "Linear_h2",

@@ -184,6 +184,25 @@ def test_a_corrupted_cache_description_is_refused(cls_pair, tmp_path):
         Client(tmp_path / "empty").state()
 
 
+def test_cache_binds_the_setup_version_not_the_online_one(cls_pair, tmp_path):
+    """The cache description records MODEL_SETUP_VERSION: an online-only protocol change keeps a
+    cache valid (a description written before the split, model_protocol 3, is read as setup 3), an
+    older setup is refused."""
+    import shutil
+
+    _, cl = cls_pair
+    meta = json.loads((cl.dir / "model.json").read_text())
+    assert meta["model_setup"] == M.MODEL_SETUP_VERSION and "model_protocol" not in meta
+    d = tmp_path / "copy"
+    shutil.copytree(cl.dir, d)
+    old = {k: v for k, v in meta.items() if k != "model_setup"}
+    (d / "model.json").write_text(json.dumps(dict(old, model_protocol=3)))
+    assert M.MODEL_SETUP_VERSION == 3 and Client(d).state() is not None
+    (d / "model.json").write_text(json.dumps(dict(meta, model_setup=M.MODEL_SETUP_VERSION - 1)))
+    with pytest.raises(CacheError, match="stale cache .model setup version"):
+        Client(d).state()
+
+
 def test_bad_queries_fail_clearly(cls_pair):
     srv, cl = cls_pair
     with pytest.raises(ShapeError, match="limit is 24"):
