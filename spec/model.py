@@ -41,7 +41,7 @@ from .fixedpoint import to_signed
 from .linear import WeightShape, max_query_tokens
 from .messages import BytesField, FixedBytes, Message, U64Field
 from .nonlinear_fn import (
-    LN_K, TANH_TABLE, ideal_gelu, ideal_layernorm, ideal_softmax, ideal_tanh,
+    FN_TRUNC, LN_K, TANH_TABLE, entry_for, ideal_gelu, ideal_layernorm, ideal_softmax, ideal_tanh,
 )
 from .params import ParamSet
 
@@ -176,6 +176,24 @@ class SecureConfig:
     @property
     def exact(self) -> bool:
         return self.softmax_trunc == "exact" and self.gelu_trunc == "exact"
+
+    def check(self, params: ParamSet) -> "SecureConfig":
+        """Every choice names something that exists and fits ``params`` (the server checks when it
+        is built, the client when the hello brings the configuration): a ParameterError naming
+        the field otherwise, never a failure at the first GELU of a query."""
+        from .ot import KINDS
+
+        for fld, fn in (("gelu_table", "gelu"), ("exp_table", "exp"), ("tanh_table", "tanh")):
+            try:
+                entry_for(getattr(self, fld), fn, params)
+            except ParameterError as e:
+                raise ParameterError(f"SecureConfig.{fld}: {e}") from None
+        for fld in ("softmax_trunc", "gelu_trunc"):
+            if getattr(self, fld) not in FN_TRUNC:
+                raise ParameterError(f"SecureConfig.{fld} must be one of {FN_TRUNC}, got {getattr(self, fld)!r}")
+        if self.ot_kind and self.ot_kind not in KINDS:
+            raise ParameterError(f"SecureConfig.ot_kind must be '' or one of {KINDS}, got {self.ot_kind!r}")
+        return self
 
 
 @dataclass(frozen=True)

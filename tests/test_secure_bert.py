@@ -24,7 +24,7 @@ from nimbus.models import secure as SG
 from nimbus.runtime import run_local
 from nimbus.spec import PRG, Ctx, get_preset
 from nimbus.spec import model as M
-from nimbus.spec.errors import CacheError, ShapeError
+from nimbus.spec.errors import CacheError, ParameterError, ShapeError
 
 PARAMS = get_preset("bert-base")
 #: IKNP sessions: no Ferret bootstrap per session (the graph is the same; test_ferret_session runs Ferret)
@@ -201,6 +201,25 @@ def test_cache_binds_the_setup_version_not_the_online_one(cls_pair, tmp_path):
     (d / "model.json").write_text(json.dumps(dict(meta, model_setup=M.MODEL_SETUP_VERSION - 1)))
     with pytest.raises(CacheError, match="stale cache .model setup version"):
         Client(d).state()
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(gelu_table="no-such-table"), "gelu_table: table 'no-such-table' has no entry"),
+    (dict(exp_table="no-such-table"), "exp_table"),
+    (dict(tanh_table="no-such-table"), "tanh_table"),
+    (dict(softmax_trunc="sloppy"), "softmax_trunc must be one of"),
+    (dict(gelu_trunc=""), "gelu_trunc must be one of"),
+    (dict(ot_kind="kos"), "ot_kind must be"),
+])
+def test_a_bad_configuration_is_refused_when_the_server_is_built(cls_model, change, match):
+    """SecureConfig.check: the server refuses a bad choice at construction (the client checks the
+    hello's configuration the same way), naming the field, before any query runs."""
+    bad = M.SecureConfig(**{**FAST.__dict__, **change})
+    with pytest.raises(ParameterError, match=match):
+        bad.check(get_preset("bert-base"))
+    with pytest.raises(ParameterError, match=match):
+        Server(cls_model, secret=b"\x42" * 32, config=bad)
+    assert FAST.check(get_preset("bert-base")) is FAST
 
 
 def test_bad_queries_fail_clearly(cls_pair):

@@ -267,16 +267,13 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
         if n not in NETWORKS:
             raise SystemExit(f"unknown network preset {n!r}; known: {', '.join(NETWORKS)}")
     tables = {} if not getattr(a, "table", None) else {"gelu_table": a.table, "exp_table": a.table}
-    if tables:
-        from nimbus.spec import nonlinear_fn as NF
-        from nimbus.spec.params import get_preset as _preset
-
-        try:
-            for fn in ("gelu", "exp"):
-                NF.entry_for(a.table, fn, _preset(a.params))
-        except Exception as e:
-            raise SystemExit(f"--table {a.table}: {e}") from None
     config = M.SecureConfig(ot_kind=a.ot, **tables)
+    from nimbus.spec.params import get_preset
+
+    try:
+        config.check(get_preset(a.params))  # what the server checks when it is built, before any work
+    except Exception as e:
+        raise SystemExit(f"--table {a.table}: {e}" if tables else str(e)) from None
     data = {"schema": SCHEMA, "machine": _machine(), **_git_commit(), "nimbus": __version__,
             "options": {"model": a.model, "layers": a.layers, "tokens": list(a.tokens), "repeat": a.repeat,
                         "warmup": a.warmup, "preload": a.preload, "mode": a.mode, "networks": networks, "seed": a.seed,

@@ -83,6 +83,7 @@ class ServerState:
         got = tuple(g is not None for g, _ in self.model.ln)
         if got != has or (self.model.out_gamma is not None) != out_gamma:
             raise ShapeError("the fixed-point model's LayerNorm folding does not match its architecture")
+        self.config.check(self.params)
         if self.sk is None:
             self.sk, self.pk = server_keys(self.params, self.impl, self.secret, self.model)
         self.hello = M.SessionHello(fingerprint=self.model.fingerprint, pk_digest=M.pk_digest(self.pk),
@@ -343,7 +344,7 @@ def client_session(ctx: Ctx, state: ClientState, queries: Sequence, on_result=No
     if hello.pk_digest != M.pk_digest(state.pk):
         raise CacheError("the cache does not match the server's key (same model, but the server's key "
                          "changed, e.g. another --key-file): run setup again")
-    config = M.SecureConfig.from_json(hello.config)
+    config = M.SecureConfig.from_json(hello.config).check(ctx.params)
     mm_keys = yield from ctx.impl.linear.matmul_keys_client(ctx.sub("QK^T").sub("keys"))  # once per session
     ot = yield from ctx.impl.ot.ot_setup_client(ctx.sub("OT"), config.ot_kind or None)
     info = _layer_structure(state.arch)
