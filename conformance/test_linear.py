@@ -575,3 +575,25 @@ def test_parties_refuse_queries_beyond_the_flooding_budget(impl):
     with pytest.raises(ParameterError, match=msg):
         run_pair(impl.linear.matmul_client, impl.linear.matmul_server, params, impl,
                  client_args=(a, b, None), server_args=(a, b, None), label="mm")
+
+
+@settings(max_examples=25, deadline=None)
+@given(he=st.sampled_from([H.TINY16, TINY32_L12, H.MATMUL64]),
+       vals=st.lists(st.one_of(st.integers(0, (1 << 64) - 1),
+                               st.sampled_from([0, 1, 2, (1 << 63) - 1, 1 << 63, (1 << 63) + 1,
+                                                (1 << 64) - 1, (1 << 31), (1 << 32) - 1, (1 << 15)])),
+                     min_size=1, max_size=24))
+def test_plain_lift_is_the_centred_residue(he, vals):
+    """The optimized plaintext lift of ``plain_mac`` (numba, Shoup reduction) against its
+    definition in integers: v in Z_2^l as the centred value in [-2^(l-1), 2^(l-1)), mod each prime
+    (incl. the most negative value and the ends of every width, at the real attention set)."""
+    from nimbus.optimized import _linear_kernels as K
+
+    l = he.plain_bits
+    xs = [v % (1 << l) for v in vals]
+    x = np.zeros((1, he.n), np.uint64)
+    x[0, :len(xs)] = xs
+    got = K._lift_polys(he, x, he.levels)
+    for i, p in enumerate(he.primes):
+        want = [((v - (1 << l) if v >= 1 << (l - 1) else v) % p) for v in xs]
+        assert got[0, i, :len(xs)].tolist() == want

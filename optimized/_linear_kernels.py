@@ -248,16 +248,35 @@ def mac_ntt(a, pm, primes, pinv, out):
                         o[t] = s - p if s >= p else s
 
 
+@njit(cache=True)
+def lift_kernel(x, half, mask, primes, onep, out):
+    """out[b, i, t] = the centred lift of x[b, t] in Z_2^l (half = 2^(l-1), mask = 2^l - 1)
+    mod primes[i]: |v| reduced with Shoup's quotient (onep[i] = floor(2^64 / p_i)), negated for
+    v < 0. One pass, no division."""
+    B, n = x.shape
+    L = primes.shape[0]
+    zero = np.uint64(0)
+    one = np.uint64(1)
+    for b in range(B):
+        for t in range(n):
+            v = x[b, t]
+            neg = v >= half
+            mag = ((zero - v) & mask) if neg else v
+            for i in range(L):
+                p = primes[i]
+                r = NT.mul_shoup(one, onep[i], mag, p)
+                r = r - p if r >= p else r
+                out[b, i, t] = p - r if (neg and r != zero) else r
+
+
 def _lift_polys(he, polys, L):
-    """Centred lifts of Z_2^l coefficients (B, N) -> residues (B, L, N)."""
+    """Centred lifts of Z_2^l coefficients (B, N) -> residues (B, L, N) (numba, Shoup reduction)."""
     l = he.plain_bits
     x = np.ascontiguousarray(polys, dtype=np.uint64)
     out = np.empty((x.shape[0], L, he.n), np.uint64)
-    neg = x >= np.uint64(1 << (l - 1))
-    mag = np.where(neg, (np.uint64(0) - x) & np.uint64((1 << l) - 1) if l < 64 else np.uint64(0) - x, x)
-    for i, p in enumerate(he.primes[:L]):
-        r = mag % np.uint64(p)
-        out[:, i] = np.where(neg & (r != 0), np.uint64(p) - r, r)
+    pr = np.array(he.primes[:L], np.uint64)
+    onep = np.array([(1 << 64) // p for p in he.primes[:L]], np.uint64)
+    lift_kernel(x, np.uint64(1 << (l - 1)), np.uint64((1 << l) - 1), pr, onep, out)
     return out
 
 
