@@ -506,25 +506,33 @@ def _c0_bytes(he: HEParams, level: int) -> int:
     return he.n * sum(p.bit_length() for p in he.primes[:level]) // 8
 
 
-def plan_cost(he: HEParams, p: MatmulPlan) -> float:
+def plan_cost(he: HEParams, p: MatmulPlan, inputs: bool = True) -> float:
     """The plan's cost model (bytes-equivalent, per cross term, packing amortised over heads):
     ``nr nd`` seeded inputs (c0 at the top level, plus ``INPUT_WEIGHT_BYTES L N / (5 * 8192)``
-    of compute each) + ``nr nc / pack`` responses (two components at the response level) +
-    ``nr nc (1 - 1/pack)`` key switches of weight ``KS_WEIGHT_BYTES (L^2 + 2L) N / (35 * 8192)``
-    each."""
+    of compute each unless ``inputs`` is False) + ``nr nc / pack`` responses (two components at
+    the response level) + ``nr nc (1 - 1/pack)`` key switches of weight
+    ``KS_WEIGHT_BYTES (L^2 + 2L) N / (35 * 8192)`` each."""
     L, lvl = he.levels, he.response_level or he.levels
     ks_w = KS_WEIGHT_BYTES * (L * L + 2 * L) * he.n / (35 * 8192)
-    in_w = INPUT_WEIGHT_BYTES * L * he.n / (5 * 8192)
+    in_w = INPUT_WEIGHT_BYTES * L * he.n / (5 * 8192) if inputs else 0.0
     out = p.products / p.pack
     return (p.nr * p.nd * (_c0_bytes(he, L) + in_w) + out * 2 * _c0_bytes(he, lvl)
             + p.products * (1 - 1 / p.pack) * ks_w)
 
 
+def _responses(p: MatmulPlan) -> float:
+    return p.products / p.pack
+
+
 @lru_cache(maxsize=1024)
 def _matmul_plan(he: HEParams, r: int, d: int, c: int) -> MatmulPlan:
+    """Least :func:`plan_cost` among the sound plans that spend no more of the flooding budget
+    (response ciphertexts) than the least-cost plan without the input weight: M (``max_flooded``)
+    is sized for those, and the input compute must not trade it away (without packing, denser
+    inputs mean more responses)."""
     lvl = he.response_level or he.levels
     kmax = galois_key_count(he)
-    best = None
+    sound = []
     for rb in _pow2_upto(r):
         for db in _pow2_upto(d):
             for cb in _pow2_upto(c):
@@ -533,11 +541,12 @@ def _matmul_plan(he: HEParams, r: int, d: int, c: int) -> MatmulPlan:
                 packs = [1] + ([db] if 1 < db <= 1 << kmax and not db & (db - 1) else [])
                 for pk in packs:
                     p = MatmulPlan(r, d, c, rb, db, cb, pk)
-                    if not _matmul_sound(he, db * cb, p.nd, lvl, pk):
-                        continue
-                    cost = plan_cost(he, p)
-                    if best is None or cost < best[0]:
-                        best = (cost, p)
+                    if _matmul_sound(he, db * cb, p.nd, lvl, pk):
+                        sound.append(p)
+    best = None
+    if sound:
+        cap = _responses(min(sound, key=lambda p: plan_cost(he, p, inputs=False)))
+        best = min(((plan_cost(he, p), p) for p in sound if _responses(p) <= cap), key=lambda t: t[0])
     if best is None:
         raise ParameterError(f"HE set {he.name!r} cannot multiply {r}x{d} @ {d}x{c} shared matrices soundly")
     return best[1]
