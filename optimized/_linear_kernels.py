@@ -10,8 +10,10 @@ matrix product (n x k) @ (k x 2N) per prime. It is computed exactly with float64
   integer whatever order BLAS adds in (the result is bit-exact and thread-count independent);
 * the A*B planes are recombined mod p with Shoup multiplications by 2^(wx a + wc b) mod p.
 
-For the 60-bit primes of COP64: A = 4 (15-bit), B = 2 (30-bit) digits, kc = 1023; for 37-bit
-primes A = B = 2. Representation: residues uint64 in [0, p) at the boundary, float64 planes inside.
+For the 51-bit primes of COP64 (``plan(50, 50, k)``): A = 3 (17-bit), B = 2 (26-bit) digits, 6
+planes, kc = 4095; for its 32-bit primes A = 3 (11-bit), B = 1, 3 planes: 24 plane products per
+token and ciphertext coefficient over the 5 primes (the BLAS work of the COP).
+Representation: residues uint64 in [0, p) at the boundary, float64 planes inside.
 Reference twin: :func:`nimbus.reference.rlwe.mac_scalar`.
 """
 
