@@ -136,6 +136,36 @@ def test_mul_square(impl, params, data):
 
 
 @pytest.mark.parametrize("params", PARAMS, ids=lambda p: p.name)
+@_FEW
+@given(data=st.data())
+def test_mul_rows(impl, params, data):
+    """x (rows, n) times a per-row y: equals the broadcast product, one vector ACOT per row and
+    bit of y (the declared cost: rows * bits choice bits, the correction bytes of mul)."""
+    l = data.draw(st.sampled_from([params.nonlinear.bits, 29, 64]))
+    rows, n = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 9))
+    el = st.one_of(st.integers(0, (1 << l) - 1), st.sampled_from(edge(l))).map(np.uint64)
+    x = data.draw(hnp.arrays(np.uint64, (rows, n), elements=el))
+    y = data.draw(hnp.arrays(np.uint64, rows, elements=el))
+    xc, xs = share(masks(data, (rows, n), l), x, l)
+    yc, ys = share(masks(data, rows, l), y, l)
+    r = run(impl, "mul_rows", params, (xc, yc, l), (xs, ys, l))
+    assert_same(recon(r, l), S.ideal_mul_rows(x, y, l), {"x": x, "y": y, "l": l})
+    assert_same(recon(r, l), S.ideal_mul(x, np.repeat(y, n).reshape(rows, n), l))
+    assert r.transcript.cost() == S.mul_rows_cost(params, x.shape, l)
+    c = S.mul_rows_cost(params, x.shape, l)
+    assert c.c2s <= S.mul_cost(params, x.shape, l).c2s and c.rounds == 2
+
+
+def test_mul_rows_pads_are_distinct_per_block_and_key():
+    """The vector-ACOT streams: distinct words across blocks, keys and COT indices (tweaks)."""
+    from nimbus.reference.nonlinear import vacot_pads
+    keys = np.zeros((3, 2), np.uint64)  # equal keys: only the tweaks separate the streams
+    p = vacot_pads(keys, 0, 9, 32)
+    assert len(set(p.reshape(-1).tolist())) == p.size
+    assert not np.array_equal(vacot_pads(keys, 0, 9, 32), vacot_pads(keys, 3, 9, 32))
+
+
+@pytest.mark.parametrize("params", PARAMS, ids=lambda p: p.name)
 @pytest.mark.parametrize("mode", S.TRUNC_MODES)
 @_FEW
 @given(data=st.data())
@@ -193,6 +223,7 @@ _DIGEST_CASES = [
     ("drelu", lambda x, l: ((x, l), (x[::-1].copy(), l))),
     ("mux", lambda x, l: (((x & np.uint64(1)).astype(np.uint8), x, l), ((x >> np.uint64(3) & np.uint64(1)).astype(np.uint8), x, l))),
     ("mul", lambda x, l: ((x, x, l), (x, x[::-1].copy(), l))),
+    ("mul_rows", lambda x, l: ((x.reshape(3, 5), x[:3].copy(), l), (x[::-1].reshape(3, 5).copy(), x[5:8].copy(), l))),
     ("square", lambda x, l: ((x, l), (x, l))),
     ("trunc", lambda x, l: ((x, l, 13, "exact"), (x, l, 13, "exact"))),
     ("trunc_upcast", lambda x, l: ((x, l, 5, 64, "msb"), (x >> np.uint64(4), l, 5, 64, "msb"))),
@@ -220,6 +251,8 @@ def test_bad_inputs_raise_the_same_errors(impl):
         run(impl, "trunc", BERT, (x, 32, 13, "nope"), (x, 32, 13, "nope"))
     with pytest.raises(ParameterError):
         run(impl, "millionaire", BERT, (x, 32, 7), (x, 32, 7))
+    with pytest.raises(ShapeError):  # y must be one value per row of x
+        run(impl, "mul_rows", BERT, (x.reshape(1, 3), x, 32), (x.reshape(1, 3), x, 32))
 
 
 def test_cost_schedule_declared():

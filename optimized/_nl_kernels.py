@@ -245,3 +245,75 @@ def acot_recv_post(enc, sig, b, u, mk, y, start, n):
         if b[start + k]:
             h -= u[start + k]
         y[start + k] = h & mk
+
+
+@njit(cache=True)
+def vcrh_prep(q, delta, d, pair, i0, dom, G, start, m, inb, sig):
+    """AES inputs of the vector-ACOT streams of keys start..start+m: key y0 = q ^ d delta (and,
+    when ``pair``, y1 = y0 ^ delta in rows [m G, 2 m G)); block g of key i: sigma(y) ^ (i0 + i,
+    dom + (g << 16)); sig keeps sigma(y) per key (rows [0, m) and [m, 2m))."""
+    d0, d1 = delta[0], delta[1]
+    for k in range(m):
+        i = start + k
+        lo = q[i, 0]
+        hi = q[i, 1]
+        if pair and d[i]:
+            lo ^= d0
+            hi ^= d1
+        w0 = np.uint64(i0 + i)
+        for half in range(2 if pair else 1):
+            if half:
+                lo ^= d0
+                hi ^= d1
+            s0, s1 = hi, lo ^ hi
+            sig[half * m + k, 0] = s0
+            sig[half * m + k, 1] = s1
+            base = half * m * G + k * G
+            for g in range(G):
+                inb[base + g, 0] = s0 ^ w0
+                inb[base + g, 1] = s1 ^ (np.uint64(dom) + (np.uint64(g) << np.uint64(16)))
+
+
+@njit(cache=True, inline="always")
+def _lane(enc, sig, row, krow, j, lanes):
+    """Pad j of the stream whose blocks start at enc row ``row`` (sigma in sig[krow])."""
+    if lanes == 4:
+        g, w = j >> 2, j & 3
+        v = enc[row + g, w >> 1] ^ sig[krow, w >> 1]
+        return (v >> np.uint64(32)) if (w & 1) else (v & np.uint64(0xFFFFFFFF))
+    g, w = j >> 1, j & 1
+    return enc[row + g, w] ^ sig[krow, w]
+
+
+@njit(cache=True)
+def vacot_send_post(enc, sig, c, mk, lanes, G, u, out, start, m):
+    """Vector-ACOT sender on one hashed chunk of m keys: P0 from rows [0, m G), P1 from
+    [m G, 2 m G); u = P1 - P0 - c, out = -P0 (mod 2^bits)."""
+    n = c.shape[1]
+    for k in range(m):
+        i = start + k
+        for j in range(n):
+            p0 = _lane(enc, sig, k * G, k, j, lanes)
+            p1 = _lane(enc, sig, m * G + k * G, m + k, j, lanes)
+            u[i, j] = (p1 - p0 - c[i, j]) & mk
+            out[i, j] = (np.uint64(0) - p0) & mk
+
+
+@njit(cache=True)
+def vacot_recv_post(enc, sig, b, u, mk, lanes, G, y, start, m):
+    n = u.shape[1]
+    for k in range(m):
+        i = start + k
+        bi = b[i]
+        for j in range(n):
+            p = _lane(enc, sig, k * G, k, j, lanes)
+            if bi:
+                p -= u[i, j]
+            y[i, j] = p & mk
+
+
+@njit(cache=True)
+def vacot_pads_post(enc, sig, mk, lanes, G, n, y, start, m):
+    for k in range(m):
+        for j in range(n):
+            y[start + k, j] = _lane(enc, sig, k * G, k, j, lanes) & mk

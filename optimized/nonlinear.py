@@ -15,7 +15,8 @@ from nimbus.reference.nonlinear import (  # noqa: F401  (orchestration, reused o
     __all__ as _REF_ALL, and_bits, and_client, and_server, b2a, b2a_client, b2a_server,
     downcast_trunc, downcast_trunc_client, downcast_trunc_server, drelu, drelu_client,
     drelu_server, max_client, max_server, maximum, millionaire, millionaire_client,
-    millionaire_server, msb_client, msb_server, mul, mul_client, mul_server, mux, mux_client,
+    millionaire_server, msb_client, msb_server, mul, mul_client, mul_server, mul_rows,
+    mul_rows_client, mul_rows_server, vacot, mux, mux_client,
     mux_server, square, square_client, square_server, trunc, trunc_client, trunc_server,
     trunc_upcast, trunc_upcast_client, trunc_upcast_server, wrap_client, wrap_server,
     gelu_client, gelu_server, softmax_client, softmax_server, tanh_client, tanh_server,
@@ -25,14 +26,14 @@ from nimbus.reference.nonlinear import (  # noqa: F401  (orchestration, reused o
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from nimbus.spec.errors import ShapeError
-from nimbus.spec.nonlinear import nblocks, ring_mask
+from nimbus.spec.nonlinear import DOM_NL_VACOT, nblocks, ring_mask, vacot_lanes
 from nimbus.spec.ot import PI_KEY
 
 from . import _nl_kernels as _k
 
 __all__ = list(_REF_ALL)
 
-_KERNELS = ("hash_pair", "hash_one", "hash_pair_words", "hash_one_words", "pack_words", "unpack_words", "acot_sender", "acot_receiver", "leaf_encrypt", "leaf_decrypt", "acot_send_words", "acot_recv_words", "split_blocks",
+_KERNELS = ("vacot_pads", "vacot_sender", "vacot_receiver", "hash_pair", "hash_one", "hash_pair_words", "hash_one_words", "pack_words", "unpack_words", "acot_sender", "acot_receiver", "leaf_encrypt", "leaf_decrypt", "acot_send_words", "acot_recv_words", "split_blocks",
             "bits_lsb_first")
 #: Functions taken from the reference unchanged (protocol orchestration only).
 REUSED = frozenset(n for n in __all__ if n not in _KERNELS)
@@ -150,6 +151,73 @@ def acot_receiver(t: np.ndarray, index0: int, b: np.ndarray, u: np.ndarray, bits
         m = min(ch, n - s)
         _k.crh_prep_one(t, int(index0), DOM_NL_ACOT, s, inb[:m], sig[:m])
         _k.acot_recv_post(_aes(inb[:m], outb), sig, b, u, mk, y, s, m)
+    return y
+
+
+_NO_BITS = np.zeros(1, np.uint8)
+
+
+def _vstreams(keys, delta, d, pair: bool, index0: int, n: int, bits: int, post):
+    """Hash the vector-ACOT streams of ``keys`` in chunks of keys (bounded AES buffers) and hand
+    each chunk to ``post(enc, sig, lanes, G, start, m)``."""
+    lanes = vacot_lanes(bits)
+    G = -(-n // lanes)
+    M = keys.shape[0]
+    if G == 0 or M == 0:
+        return
+    ch = max(1, min(M, _CHUNK // G))
+    k = 2 if pair else 1
+    inb = np.empty((k * ch * G, 2), np.uint64)
+    sig = np.empty((k * ch, 2), np.uint64)
+    outb = np.empty(16 * k * ch * G + 16, np.uint8)
+    for s in range(0, M, ch):
+        m = min(ch, M - s)
+        ib = inb[: k * m * G]
+        _k.vcrh_prep(keys, delta, d, pair, int(index0), DOM_NL_VACOT, G, s, m, ib, sig)
+        post(_aes(ib, outb), sig, lanes, G, s, m)
+
+
+def vacot_pads(keys: np.ndarray, index0: int, n: int, bits: int) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.nonlinear.vacot_pads` (numba pre/post passes, chunked)."""
+    keys = np.ascontiguousarray(keys, dtype=np.uint64)
+    if keys.ndim != 2 or keys.shape[1] != 2:
+        raise ShapeError("vacot_pads: keys must be (m, 2) blocks")
+    y = np.zeros((keys.shape[0], int(n)), np.uint64)
+    mk = ring_mask(bits)
+    _vstreams(keys, np.zeros(2, np.uint64), _NO_BITS, False, index0, int(n), bits,
+              lambda enc, sig, lanes, G, s, m: _k.vacot_pads_post(enc, sig, mk, lanes, G, int(n), y, s, m))
+    return y
+
+
+def vacot_sender(q: np.ndarray, delta: np.ndarray, d: np.ndarray, index0: int, c: np.ndarray, bits: int):
+    """Twin of :func:`nimbus.reference.nonlinear.vacot_sender`: both keys' streams hashed per
+    chunk of COTs, the ACOT arithmetic fused into the post pass."""
+    q = np.ascontiguousarray(q, dtype=np.uint64)
+    d = np.ascontiguousarray(d, dtype=np.uint8).reshape(-1)
+    c = np.ascontiguousarray(c, dtype=np.uint64)
+    M = q.shape[0]
+    if q.ndim != 2 or q.shape[1] != 2 or d.size != M or c.ndim != 2 or c.shape[0] != M:
+        raise ShapeError("vacot_sender: q (m, 2), d of length m, c (m, n)")
+    delta = np.ascontiguousarray(delta, dtype=np.uint64)
+    u, out = np.zeros(c.shape, np.uint64), np.zeros(c.shape, np.uint64)
+    mk = ring_mask(bits)
+    _vstreams(q, delta, d, True, index0, c.shape[1], bits,
+              lambda enc, sig, lanes, G, s, m: _k.vacot_send_post(enc, sig, c, mk, lanes, G, u, out, s, m))
+    return u, out
+
+
+def vacot_receiver(t: np.ndarray, index0: int, b: np.ndarray, u: np.ndarray, bits: int) -> np.ndarray:
+    """Twin of :func:`nimbus.reference.nonlinear.vacot_receiver` (fused, chunked)."""
+    t = np.ascontiguousarray(t, dtype=np.uint64)
+    b = np.ascontiguousarray(b, dtype=np.uint8).reshape(-1)
+    u = np.ascontiguousarray(u, dtype=np.uint64)
+    M = t.shape[0]
+    if t.ndim != 2 or t.shape[1] != 2 or b.size != M or u.ndim != 2 or u.shape[0] != M:
+        raise ShapeError("vacot_receiver: t (m, 2), b of length m, u (m, n)")
+    y = np.zeros(u.shape, np.uint64)
+    mk = ring_mask(bits)
+    _vstreams(t, np.zeros(2, np.uint64), _NO_BITS, False, index0, u.shape[1], bits,
+              lambda enc, sig, lanes, G, s, m: _k.vacot_recv_post(enc, sig, b, u, mk, lanes, G, y, s, m))
     return y
 
 

@@ -264,8 +264,8 @@ def softmax(ctx: Ctx, ot, X: np.ndarray, in_frac: int | None = None, mask=None,
                               "msb1" if faithful else "msb")
     kb = F.softmax_product_bits(params, shp[-1], table)  # |e r| < 2^(kb-2): Z_2^kb suffices
     km = ring_mask(kb)
-    rb = np.repeat(r, shp[-1]) & km
-    pr = yield from P.mul(ctx.sub("bmul"), ot, e & km, rb, kb)  # 8. broadcast product e * (1/s)
+    # 8. broadcast product e * (1/s): one vector ACOT per row and bit of r
+    pr = (yield from P.mul_rows(ctx.sub("bmul"), ot, e2 & km, r & km, kb)).reshape(-1)
     # 9. fused truncation + up-cast: floor(e r / 2^(2f - frac)) straight into the linear ring
     out = yield from P.trunc_upcast(ctx.sub("out"), ot, pr, kb, 2 * rf - params.linear.frac,
                                     params.linear.bits, "msb1" if faithful else "msb")
@@ -453,7 +453,7 @@ def layernorm(ctx: Ctx, ot, X: np.ndarray, eps: float = 1e-12, beta=None, gamma=
     V = (q.reshape(rows, n).sum(axis=1, dtype=np.uint64) + _const(ctx, E, rows, L)) & mk
     r = yield from rsqrt_core(ctx.sub("rsqrt"), ot, V, math.sqrt(n) * 2.0 ** F.LN_FV)  # 4. per row
     # 5. out = floor(dd * r / 2^(FD+f-F)), the truncation fused with the up-cast
-    pr = yield from P.mul(ctx.sub("mul"), ot, dd, np.repeat(r & smk, n), l)
+    pr = (yield from P.mul_rows(ctx.sub("mul"), ot, dd.reshape(rows, n), r & smk, l)).reshape(-1)
     out = yield from P.trunc_upcast(ctx.sub("out"), ot, pr, l, F.LN_FD + f - Fr, L, "msb")
     if gamma is not None:  # 6. the server's gamma (the client passes gamma=True: public structure)
         g = None

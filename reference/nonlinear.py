@@ -17,8 +17,9 @@ import numpy as np
 
 from nimbus.spec.errors import ParameterError, ProtocolError, ShapeError
 from nimbus.spec.nonlinear import (
-    DOM_NL_ACOT, DOM_NL_LEAF, DOM_NL_TRIPLE, RADIX, TRUNC_MODES, AcotChoices, AcotCorrections,
+    DOM_NL_ACOT, DOM_NL_LEAF, DOM_NL_TRIPLE, DOM_NL_VACOT, RADIX, TRUNC_MODES, AcotChoices, AcotCorrections,
     AndOpen, LeafChoices, LeafTables, crh, nblocks, ring_mask, take_pair, take_recv, take_send,
+    vacot_lanes,
 )
 from nimbus.spec.ot import pack_choice, pack_ring, unpack_choice, unpack_ring
 from nimbus.spec.proto import Ctx, Proto
@@ -26,16 +27,16 @@ from nimbus.spec.proto import Ctx, Proto
 __all__ = [
     # kernels (twins in nimbus.optimized.nonlinear)
     "hash_pair", "hash_one", "hash_pair_words", "hash_one_words", "pack_words", "unpack_words", "acot_sender", "acot_receiver", "leaf_encrypt", "leaf_decrypt", "acot_send_words", "acot_recv_words", "split_blocks",
-    "bits_lsb_first",
+    "bits_lsb_first", "vacot_pads", "vacot_sender", "vacot_receiver",
     # primitives
     "and_client", "and_server", "millionaire_client", "millionaire_server",
     "drelu_client", "drelu_server", "msb_client", "msb_server", "wrap_client", "wrap_server",
     "b2a_client", "b2a_server", "mux_client", "mux_server", "mul_client", "mul_server",
-    "square_client", "square_server", "trunc_client", "trunc_server",
+    "mul_rows_client", "mul_rows_server", "square_client", "square_server", "trunc_client", "trunc_server",
     "trunc_upcast_client", "trunc_upcast_server", "downcast_trunc_client", "downcast_trunc_server",
     "max_client", "max_server",
     # party-symmetric building blocks (used by nonlinear_fn)
-    "and_bits", "millionaire", "b2a", "mux", "mul", "square", "trunc", "trunc_upcast",
+    "and_bits", "millionaire", "b2a", "mux", "mul", "mul_rows", "vacot", "square", "trunc", "trunc_upcast",
     "downcast_trunc", "drelu", "maximum",
     # functions (nimbus.reference._nl_functions)
     "gelu_client", "gelu_server", "softmax_client", "softmax_server", "tanh_client", "tanh_server",
@@ -153,6 +154,38 @@ def acot_sender(q: np.ndarray, delta: np.ndarray, d: np.ndarray, index0: int, c:
 def acot_receiver(t: np.ndarray, index0: int, b: np.ndarray, u: np.ndarray, bits: int) -> np.ndarray:
     """ACOT receiver: ``H(t) - b*u`` mod 2^bits (low word of the hash)."""
     return acot_recv_words(hash_one_words(t, index0, DOM_NL_ACOT), b, u, bits)
+
+
+def vacot_pads(keys: np.ndarray, index0: int, n: int, bits: int) -> np.ndarray:
+    """Vector-ACOT pads (m, n) of the keys (m, 2): pad j of key i is word j of the stream
+    ``H(keys[i], index0 + i, DOM_NL_VACOT + (g << 16))``, g = 0, 1, ... (``vacot_lanes(bits)``
+    words per block, little-endian), reduced mod 2^bits."""
+    keys = np.ascontiguousarray(keys, dtype=np.uint64).reshape(-1, 2)
+    lanes = vacot_lanes(bits)
+    G = -(-n // lanes)
+    if G == 0:
+        return np.zeros((keys.shape[0], 0), dtype=np.uint64)
+    blocks = np.stack([crh(keys, index0, DOM_NL_VACOT + (g << 16)) for g in range(G)], axis=1)
+    words = blocks.reshape(keys.shape[0], -1).view(np.uint32 if lanes == 4 else np.uint64)
+    return words[:, :n].astype(np.uint64) & ring_mask(bits)
+
+
+def vacot_sender(q: np.ndarray, delta: np.ndarray, d: np.ndarray, index0: int, c: np.ndarray, bits: int):
+    """Vector-ACOT sender on COTs (q, delta), the receiver's corrections d and correlations
+    c (m, n): with P_b the pads of ``q ^ (d ^ b) delta``, ``u = P_1 - P_0 - c``, ``out = -P_0``
+    (mod 2^bits), both (m, n)."""
+    dm = (np.uint64(0) - np.asarray(d, dtype=np.uint64))[:, None] & delta[None, :]
+    n = c.shape[1]
+    p0 = vacot_pads(q ^ dm, index0, n, bits)
+    p1 = vacot_pads(q ^ dm ^ delta[None, :], index0, n, bits)
+    mk = ring_mask(bits)
+    return (p1 - p0 - c) & mk, (np.uint64(0) - p0) & mk
+
+
+def vacot_receiver(t: np.ndarray, index0: int, b: np.ndarray, u: np.ndarray, bits: int) -> np.ndarray:
+    """Vector-ACOT receiver: ``P(t) - b*u`` (mod 2^bits), (m, n)."""
+    p = vacot_pads(t, index0, u.shape[1], bits)
+    return (p - np.asarray(b, dtype=np.uint64)[:, None] * u) & ring_mask(bits)
 
 
 def split_blocks(v: np.ndarray, nbits: int, m: int) -> np.ndarray:
@@ -390,6 +423,80 @@ def mul(ctx: Ctx, ot, x: np.ndarray, y: np.ndarray, bits: int) -> Proto[np.ndarr
     recv = [(ybits[:, i], bits - i) for i in range(bits)]
     outs, ins = yield from acot(ctx, ot, send=send, recv=recv)
     z = (x * y) & mk  # 2. x_me y_me + sum_i 2^i (sender_i + receiver_i)
+    for i in range(bits):
+        z = (z + ((outs[i] + ins[i]) << np.uint64(i))) & mk
+    return z
+
+
+def vacot(ctx: Ctx, ot, send=(), recv=()):
+    """Batched vector ACOTs, both directions at once (2 rounds): one random COT per choice bit
+    and n correlations per COT.
+
+    ``send``: [(c (m, n), bits)] groups where this party is the sender (row i of c goes with
+    the peer's i-th choice bit); ``recv``: [(b (m,), n, bits)] groups where it is the receiver.
+    Returns ``(sender outputs, receiver outputs)``, (m, n) per group: sender ``-x0``, receiver
+    ``x0 + b*c`` (mod 2^bits). [ALSZ13, §5]
+    """
+    K = ctx.impl.nonlinear
+    send = [(np.ascontiguousarray(c, dtype=np.uint64), int(w)) for c, w in send]
+    recv = [(_u8(b), int(n), int(w)) for b, n, w in recv]
+    if any(c.ndim != 2 for c, _ in send):
+        raise ShapeError("vector ACOT correlations must be (m, n) per group")
+    ms, mr = sum(c.shape[0] for c, _ in send), sum(b.size for b, _, _ in recv)
+    snd, rcv = yield from take_pair(ctx, ot, ms, mr)
+    if mr:  # 1. receiver: choice corrections d = b ^ r, one per COT
+        r, t, j0 = rcv
+        ball = np.concatenate([b for b, _, _ in recv])
+        yield ctx.send(AcotChoices(data=pack_choice(ball ^ r)))
+    outs_s = []
+    if ms:  # 2. sender: u = P(q ^ (1-d) D) - P(q ^ d D) - c, output -P(q ^ d D)
+        delta, q, i0 = snd
+        msg = yield ctx.recv(AcotChoices)
+        d = unpack_choice(msg.data, ms)
+        parts, pos = [], 0
+        for c, w in send:
+            m = c.shape[0]
+            sl = slice(pos, pos + m)
+            u, out = K.vacot_sender(q[sl], delta, d[sl], i0 + pos, c & ring_mask(w), w)
+            parts.append(K.pack_words(u.reshape(-1), w))
+            outs_s.append(out)
+            pos += m
+        yield ctx.send(AcotCorrections(data=b"".join(parts)))
+    outs_r = []
+    if mr:  # 3. receiver: y = P(t) - b*u
+        msg = yield ctx.recv(AcotCorrections)
+        data, off, pos = msg.data, 0, 0
+        need = sum(-(-b.size * n * w // 8) for b, n, w in recv)
+        if len(data) != need:
+            raise ProtocolError(f"vector ACOT corrections of {len(data)} bytes, expected {need}")
+        for b, n, w in recv:
+            nb = -(-b.size * n * w // 8)
+            u = K.unpack_words(data[off:off + nb], b.size * n, w).reshape(b.size, n)
+            outs_r.append(K.vacot_receiver(t[pos:pos + b.size], j0 + pos, b, u, w))
+            off += nb
+            pos += b.size
+    return outs_s, outs_r
+
+
+def mul_rows(ctx: Ctx, ot, x: np.ndarray, y: np.ndarray, bits: int) -> Proto[np.ndarray]:
+    """Shares of x * y broadcast along rows (x (rows, n), y (rows,)) mod 2^bits: bit i of my
+    y-share chooses the peer's whole row of x at width bits - i through one vector ACOT, so a
+    row costs bits COTs per direction instead of n * bits (the same correction bytes as
+    :func:`mul`). [SIRNN, §3.1; ALSZ13, §5]"""
+    K = ctx.impl.nonlinear
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    y = np.ascontiguousarray(y, dtype=np.uint64).reshape(-1)
+    if x.ndim != 2 or x.shape[0] != y.size:
+        raise ShapeError(f"mul_rows: x must be (rows, n) and y (rows,), got {x.shape} and {y.shape}")
+    mk = ring_mask(bits)
+    n = x.shape[1]
+    if x.size == 0:  # nothing to multiply: no messages (as mul_rows_cost says)
+        return x.copy()
+    ybits = K.bits_lsb_first(y, bits)  # 1. my choice bits: bits of my y-share, one per row
+    send = [(x, bits - i) for i in range(bits)]
+    recv = [(ybits[:, i], n, bits - i) for i in range(bits)]
+    outs, ins = yield from vacot(ctx, ot, send=send, recv=recv)
+    z = (x * y[:, None]) & mk  # 2. x_me y_me + sum_i 2^i (sender_i + receiver_i)
     for i in range(bits):
         z = (z + ((outs[i] + ins[i]) << np.uint64(i))) & mk
     return z
@@ -650,6 +757,26 @@ def mul_client(ctx: Ctx, ot, x: np.ndarray, y: np.ndarray, bits: int) -> Proto[n
 def mul_server(ctx: Ctx, ot, x: np.ndarray, y: np.ndarray, bits: int) -> Proto[np.ndarray]:
     """Server side of :func:`mul_client`."""
     return (yield from _mul_party(ctx, ot, x, y, bits))
+
+
+def _mul_rows_party(ctx, ot, x, y, bits):
+    x, y = _ring(x, bits), _ring(y, bits, "y")
+    if x.ndim < 1 or y.shape != x.shape[:-1]:
+        raise ShapeError(f"mul_rows: y must have x's shape without the last axis, got {x.shape} and {y.shape}")
+    rows = int(np.prod(y.shape, dtype=np.int64))
+    return (yield from mul_rows(ctx, ot, x.reshape(rows, -1), y.reshape(-1), bits)).reshape(x.shape)
+
+
+def mul_rows_client(ctx: Ctx, ot, x: np.ndarray, y: np.ndarray, bits: int) -> Proto[np.ndarray]:
+    """Product of a sharing x (..., n) with a per-row sharing y (...,) in Z_2^bits, y broadcast
+    along the last axis. Runs on: client. Cost: ``mul_rows_cost``: 2 rounds, one vector ACOT
+    per row and bit of y each way. Reference: [SIRNN, §3.1; ALSZ13, §5]."""
+    return (yield from _mul_rows_party(ctx, ot, x, y, bits))
+
+
+def mul_rows_server(ctx: Ctx, ot, x: np.ndarray, y: np.ndarray, bits: int) -> Proto[np.ndarray]:
+    """Server side of :func:`mul_rows_client`."""
+    return (yield from _mul_rows_party(ctx, ot, x, y, bits))
 
 
 def _square_party(ctx, ot, x, bits):

@@ -36,6 +36,12 @@ Derived correlations (all from random COTs, [ALSZ13; CrypTFlow2, §3])
   (``AcotChoices``), sender sends ``u = H_k(q xor (1-d) delta) - H_k(q xor d delta) - c``
   (``AcotCorrections``, k bits); sender output ``-H_k(q xor d delta)``, receiver
   ``H_k(t) - b*u``; they add to ``b*c``. ``H_k`` is the low k bits of the hash's low word.
+* **Vector ACOT** (one choice bit, n correlations ``c_0..c_(n-1)`` in Z_2^k): as the ACOT, with
+  the pad of correlation j the j-th word of the key's stream ``H(key, i, DOM_NL_VACOT + 2^16 g)``,
+  g = 0, 1, ... (32-bit little-endian words for k <= 32, 64-bit above): one random COT and one
+  choice bit for n products with the same bit, n corrections of k bits. The receiver holds one
+  key's stream per COT; the other key's stream stays pseudorandom (distinct tweaks per block).
+  [ALSZ13, §5 (correlated OT with long messages); SIRNN, §3.1 (products with a shared operand)]
 * **Leaf OT** (1-of-2^m, 2-bit messages, m <= 6): m random COTs; receiver sends its m choice
   corrections (``LeafChoices``); the pad of message v is ``xor_i H(K_i^{v_i})`` bits
   ``[2v, 2v+2)``; sender sends all 2^m masked 2-bit messages (``LeafTables``). Distinct v use
@@ -69,17 +75,18 @@ __all__ = [
     "RADIX", "DOM_NL_TRIPLE", "DOM_NL_ACOT", "DOM_NL_LEAF", "TRUNC_MODES",
     "IdealCotSession", "IdealCotEnd", "take_send", "take_recv", "take_pair", "crh", "hash_bits", "hash_words",
     "LeafChoices", "LeafTables", "AndOpen", "AcotChoices", "AcotCorrections",
-    "Flow", "bytes_msg", "tree_levels", "millionaire_levels", "nblocks",
+    "DOM_NL_VACOT", "vacot_lanes", "Flow", "bytes_msg", "tree_levels", "millionaire_levels", "nblocks",
     "and_cost", "acot_cost", "millionaire_cost", "drelu_cost", "wrap_cost", "b2a_cost", "mux_cost",
-    "mul_cost", "square_cost", "trunc_cost", "trunc_upcast_cost", "downcast_trunc_cost",
+    "mul_cost", "mul_rows_cost", "square_cost", "trunc_cost", "trunc_upcast_cost", "downcast_trunc_cost",
     "max_cost",
     "ideal_and", "ideal_millionaire", "ideal_drelu", "ideal_msb", "ideal_wrap", "ideal_b2a",
-    "ideal_mux", "ideal_mul", "ideal_square", "ideal_trunc", "ideal_trunc_upcast",
+    "ideal_mux", "ideal_mul", "ideal_mul_rows", "ideal_square", "ideal_trunc", "ideal_trunc_upcast",
     "ideal_downcast_trunc", "ideal_max", "lift", "ring_mask", "EXAMPLE_SHAPE", "example_shares",
 ]
 
 RADIX = 4  #: default millionaire radix m (leaf OTs are 1-of-2^m) [CrypTFlow2, §4]
 DOM_NL_TRIPLE, DOM_NL_ACOT, DOM_NL_LEAF = 0x3001, 0x3002, 0x3003  # tweak domains (hash high word)
+DOM_NL_VACOT = 0x3004  #: vector ACOT pads: block g of a key's stream under DOM_NL_VACOT + (g << 16)
 #: truncation modes: exact (wrap + carry), msb (known MSB: |x| < 2^(l-2), exact), msb1 (known
 #: MSB, carry omitted: result floor(x/2^f) - c with c in {0, 1}), local (down-cast only)
 TRUNC_MODES = ("exact", "msb", "msb1")
@@ -330,14 +337,18 @@ def _f_and(n: int) -> Flow:
     return Flow(b, b, ("b",) if n else ())
 
 
-def _f_acot(send_groups=(), recv_groups=()) -> Flow:
+def _f_acot(send_groups=(), recv_groups=(), send_cots=None, recv_cots=None) -> Flow:
+    """ACOTs: groups ``(n, bits)``, one COT (choice bit) per correlation unless ``*_cots`` give
+    the COTs of each group (vector ACOTs)."""
     c2s = s2c = 0
     ns, nr = sum(n for n, _ in send_groups), sum(n for n, _ in recv_groups)
+    cs = ns if send_cots is None else sum(send_cots)
+    cr = nr if recv_cots is None else sum(recv_cots)
     if ns:
-        s2c += bytes_msg(packed_size(ns, 1))
+        s2c += bytes_msg(packed_size(cs, 1))
         c2s += bytes_msg(sum(packed_size(n, b) for n, b in send_groups))
     if nr:
-        c2s += bytes_msg(packed_size(nr, 1))
+        c2s += bytes_msg(packed_size(cr, 1))
         s2c += bytes_msg(sum(packed_size(n, b) for n, b in recv_groups))
     steps = ("b", "b") if (ns and nr) else ("s", "c") if ns else ("c", "s") if nr else ()
     return Flow(c2s, s2c, steps)
@@ -349,6 +360,18 @@ def _f_millionaire(groups, m: int = RADIX) -> Flow:
     for k in millionaire_levels(groups, m):
         f = f + _f_and(k)
     return f
+
+
+def vacot_lanes(bits: int) -> int:
+    """Pads per 128-bit hash block of a vector ACOT in Z_2^bits: 4 (32-bit words) or 2."""
+    return 4 if bits <= 32 else 2
+
+
+def _f_vacot(send_groups=(), recv_groups=()) -> Flow:
+    """Vector ACOTs: groups ``(m, n, bits)`` of m COTs with n correlations each. Choice bits
+    (m per group) one way, corrections (m * n * bits) back; 2 flights (both directions: 2)."""
+    return _f_acot([(m * n, b) for m, n, b in send_groups], [(m * n, b) for m, n, b in recv_groups],
+                   [m for m, _, _ in send_groups], [m for m, _, _ in recv_groups])
 
 
 def _f_mux(n: int, bits: int) -> Flow:
@@ -434,6 +457,20 @@ def mul_cost(params, shape, bits: int) -> Cost:
     return _f_acot(g, g).cost()
 
 
+def _f_mul_rows(rows: int, n: int, bits: int) -> Flow:
+    g = [(rows, n, bits - i) for i in range(bits)]
+    return _f_vacot(g, g)
+
+
+def mul_rows_cost(params, shape, bits: int) -> Cost:
+    """Product of a sharing x (rows, n) with a per-row sharing y (rows,): bit i of each party's
+    y-share selects its peer's row of x at width bits - i through ONE vector ACOT per row and
+    bit (both directions at once): rows * bits COTs instead of rows * n * bits, the same
+    correction bytes as :func:`mul_cost`, n times fewer choice bits."""
+    shape = tuple(shape)
+    return _f_mul_rows(_size(shape[:-1]), shape[-1] if shape else 1, bits).cost()
+
+
 def square_cost(params, shape, bits: int) -> Cost:
     """Square: the one cross term 2 x_c x_s, client sender, width bits - 1 - i for bit i."""
     return _f_acot(_gilboa(_size(shape), bits, 1), []).cost()
@@ -504,6 +541,11 @@ def ideal_mul(x, y, bits: int) -> np.ndarray:
     return (_u(x) * _u(y)) & ring_mask(bits)
 
 
+def ideal_mul_rows(x, y, bits: int) -> np.ndarray:
+    """x (..., n) times the per-row y (...,), broadcast along the last axis."""
+    return (_u(x) * _u(y)[..., None]) & ring_mask(bits)
+
+
 def ideal_square(x, bits: int) -> np.ndarray:
     return (_u(x) * _u(x)) & ring_mask(bits)
 
@@ -551,6 +593,8 @@ _PRIMS = (
     ("b2a", ideal_b2a, b2a_cost, "Arithmetic shares of the bit; nothing else.", "[CrypTFlow2, §4.3]"),
     ("mux", ideal_mux, mux_cost, "Arithmetic shares of b*x; nothing else.", "[CrypTFlow2, §4.3]"),
     ("mul", ideal_mul, mul_cost, "Arithmetic shares of x*y; nothing else.", "[SIRNN, §3.1]"),
+    ("mul_rows", ideal_mul_rows, mul_rows_cost, "Arithmetic shares of x * y broadcast along rows; "
+     "nothing else (one choice bit per row and bit of y).", "[SIRNN, §3.1; ALSZ13, §5]"),
     ("square", ideal_square, square_cost, "Arithmetic shares of x^2; nothing else.", "[SIRNN, §3.1]"),
     ("trunc", ideal_trunc, trunc_cost, "Arithmetic shares of floor(x / 2^f); nothing else.",
      "[SIRNN, §3.4; Cheetah, §5 (known MSB)]"),
@@ -597,6 +641,7 @@ def _prim_example(name: str):
             "b2a": ((oc, bc, l), (osv, bs, l), {}, (shp, l)),
             "mux": ((oc, bc, xc, l), (osv, bs, xs, l), {}, (shp, l)),
             "mul": ((oc, xc, yc, l), (osv, xs, ys, l), {}, (shp, l)),
+            "mul_rows": ((oc, xc, yc[:, 0].copy(), l), (osv, xs, ys[:, 0].copy(), l), {}, (shp, l)),
             "square": ((oc, xc, l), (osv, xs, l), {}, (shp, l)),
             "trunc": ((oc, xc, l, f, "exact"), (osv, xs, l, f, "exact"), {}, (shp, l, f, "exact")),
             "trunc_upcast": ((oc, xc, l, f, L, "msb"), (osv, xs, l, f, L, "msb"), {}, (shp, l, f, L, "msb")),

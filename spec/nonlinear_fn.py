@@ -43,7 +43,7 @@ from .cost import Cost
 from .prg import PRG
 from .errors import ParameterError, ShapeError
 from .nonlinear import (
-    IdealCotSession, Flow, _f_acot, _f_downcast, _f_drelu, _f_max, _f_millionaire, _f_mux, _f_trunc, _gilboa,
+    IdealCotSession, Flow, _f_acot, _f_downcast, _f_drelu, _f_max, _f_millionaire, _f_mul_rows, _f_mux, _f_trunc, _gilboa,
     ring_mask,
 )
 from .protocols import ProtocolSpec, register_protocol
@@ -423,8 +423,8 @@ def unary_faithful_bound(params, table: str, function: str) -> float:
 
 def softmax_cost(params, shape, in_frac: int | None = None, table: str = DEFAULT_TABLE,
                  trunc: str = SOFTMAX_TRUNC) -> Cost:
-    """Softmax: down-cast, max tree, exp pieces, one reciprocal per row, broadcast product,
-    fused truncation + up-cast."""
+    """Softmax: down-cast, max tree, exp pieces, one reciprocal per row, broadcast product (one
+    vector ACOT per row and bit of the reciprocal), fused truncation + up-cast."""
     in_frac = params.linear.frac if in_frac is None else in_frac
     faithful = is_faithful(trunc)
     ent = entry_for(table, "exp", params)
@@ -442,7 +442,7 @@ def softmax_cost(params, shape, in_frac: int | None = None, table: str = DEFAULT
     fl = fl + _f_reciprocal(rows, rent, recip_range(cols, ent), RECIP_ITERS, mode)
     L, sh = params.linear.bits, 2 * rf - params.linear.frac
     kb = softmax_product_bits(params, cols, table)
-    fl = fl + _f_mul(n, kb) + _f_trunc(n, kb, sh, mode, L - kb + sh, L, 4)
+    fl = fl + _f_mul_rows(rows, cols, kb) + _f_trunc(n, kb, sh, mode, L - kb + sh, L, 4)
     return fl.cost()
 
 
@@ -693,7 +693,7 @@ def gamma_flow(params, N: int) -> Flow:
 def layernorm_cost(params, shape, eps: float = 1e-12, gamma: bool = False) -> Cost:
     """LayerNorm: per row one known-MSB truncation (the mean) and one rsqrt; per element two exact
     down-casts of x - mean (one millionaire batch, one B2A batch), one square, one up-cast, one
-    product and a fused truncation + up-cast."""
+    product by the per-row rsqrt (vector ACOTs) and a fused truncation + up-cast."""
     L, F = params.linear.bits, params.linear.frac
     l, f = params.nonlinear.bits, params.nonlinear.frac
     shape = tuple(shape)
@@ -703,7 +703,7 @@ def layernorm_cost(params, shape, eps: float = 1e-12, gamma: bool = False) -> Co
     fl = fl + _f_millionaire([(N, F - LN_FV), (N, F - LN_FD)], LN_DC_RADIX) + _f_acot([], [(N, l), (N, l)])
     fl = fl + _f_acot(_gilboa(N, l, 1), []) + _f_trunc(N, l, 0, "msb", L - l, L, 4)
     fl = fl + _f_rsqrt(rows, params)
-    fl = fl + _f_mul(N, l)
+    fl = fl + _f_mul_rows(rows, n, l)
     sh = LN_FD + f - F
     fl = fl + _f_trunc(N, l, sh, "msb", L - l + sh, L, 4)
     if gamma:

@@ -216,8 +216,7 @@ def query(ctx: Ctx, ot, party, n: int, padded: bool, tokens=None, valid=None) ->
     else:
         if padded:  # the client's private weights valid_j / count: a product of shares (server's: 0)
             w = M.pool_weights(valid) if client else np.zeros(n, np.uint64)
-            wx = yield from nl.mul(hd.sub("Pool_mul"), ot, x.reshape(-1), np.repeat(w, d), L)
-            wx = wx.reshape(n, d)
+            wx = yield from nl.mul_rows(hd.sub("Pool_mul"), ot, x.reshape(n, d), w, L)
         else:
             wx = x * M.pool_weights(np.ones(n, bool))[:, None]
         s = wx.sum(axis=0, dtype=np.uint64)[None, :]
