@@ -17,7 +17,7 @@ from nimbus.registry import implementation
 from nimbus.runtime import run_local
 from nimbus.spec import CLIENT, PRG, SERVER, Ctx, get_preset
 from nimbus.spec import nonlinear as S
-from nimbus.spec.errors import ParameterError, ShapeError
+from nimbus.spec.errors import ParameterError, ProtocolError, ShapeError
 from nimbus.spec.protocols import get_protocol
 
 TINY, BERT = get_preset("tiny"), get_preset("bert-base")
@@ -284,3 +284,44 @@ def test_with_the_real_ot_session(impl, kind):
     assert_same(r.client ^ r.server, S.ideal_drelu(x, l))
     got, want = r.transcript.cost("d"), S.drelu_cost(P, x.shape, l)
     assert (got.c2s, got.s2c) == (want.c2s, want.s2c) and got.rounds >= want.rounds
+
+
+def _then_finish(gen, ot):
+    out = yield from gen
+    yield from ot.finish()
+    return out
+
+
+def test_ferret_look_ahead_gives_the_same_cots(impl):
+    """Look-ahead refills (``ahead=True``: the sender's trees travel as ``FerretAhead`` one
+    refill early) change when messages travel, not the COTs: a product that needs many refills
+    gives the same shares and the same bytes under its label; the session ends with
+    ``finish()``, without which the run ends with the look-ahead message undelivered."""
+    im = implementation(impl)
+    P, l = TINY, TINY.nonlinear.bits
+    x = PRG.for_tests("ahead/x").uniform("x", 700, l)
+    y = PRG.for_tests("ahead/y").uniform("y", 700, l)
+
+    def session(ahead):
+        c, s = Ctx(CLIENT, P, PRG.for_tests("ac"), im), Ctx(SERVER, P, PRG.for_tests("as"), im)
+        ses = run_local(im.ot.ot_setup_client(c.sub("ot"), "ferret", ahead),
+                        im.ot.ot_setup_server(s.sub("ot"), "ferret", ahead))
+        return c, s, ses.client, ses.server
+
+    outs = {}
+    for ahead in (False, True):
+        c, s, oc, osv = session(ahead)
+        r = run_local(_then_finish(im.nonlinear.mul_client(c.sub("m"), oc, x, y, l), oc),
+                      _then_finish(im.nonlinear.mul_server(s.sub("m"), osv, y, x, l), osv))
+        outs[ahead] = (r.client, r.server, r.transcript.cost("m"))
+        types = {e.msg_type for e in r.transcript.entries}
+        assert ("FerretAhead" in types) == ahead and ("FerretSpcot" in types) != ahead
+        assert oc.sender.iterations > 2 and oc.receiver.in_flight == 0 == osv.receiver.in_flight
+    assert_same(outs[True][:2], outs[False][:2])
+    want = S.mul_cost(P, x.shape, l)
+    assert outs[True][2] == outs[False][2] and (outs[True][2].c2s, outs[True][2].s2c) == (want.c2s, want.s2c)
+    xy = (x + y) & S.ring_mask(l)  # the client holds (x, y), the server (y, x): both factors are x + y
+    assert_same((outs[True][0] + outs[True][1]) & S.ring_mask(l), S.ideal_mul(xy, xy, l))
+    c, s, oc, osv = session(True)
+    with pytest.raises(ProtocolError, match="undelivered"):
+        run_local(im.nonlinear.mul_client(c.sub("m"), oc, x, y, l), im.nonlinear.mul_server(s.sub("m"), osv, y, x, l))

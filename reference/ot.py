@@ -248,8 +248,14 @@ class CotEnd:
     Security: the buffer holds secrets (q is as sensitive as Delta's correlations); never log it.
     """
 
-    def __init__(self, ctx: Ctx, direction: str, is_sender: bool, kind: str):
+    def __init__(self, ctx: Ctx, direction: str, is_sender: bool, kind: str, ahead: bool = False):
         self.ctx, self.direction, self.is_sender, self.kind = ctx, direction, is_sender, kind
+        #: Ferret look-ahead: the sender runs (and sends) each main iteration one refill early;
+        #: ``pending`` holds its outputs until the refill, ``in_flight`` (receiver) counts the
+        #: iterations sent but not yet taken (0 or 1). Same COTs either way.
+        self.ahead = bool(ahead) and kind == "ferret"
+        self.pending: np.ndarray | None = None
+        self.in_flight = 0
         self.ot = S.ot_params(ctx.params)
         self.delta: np.ndarray | None = None
         self.keys: np.ndarray | None = None  # IKNP base-OT keys
@@ -280,8 +286,24 @@ class CotEnd:
             if self.kind == "iknp":
                 for _ in range(S.iknp_refill_batches(self.ot, n - self.available)):
                     self._push((yield from _iknp_batch(self, self.ot.iknp_batch)))
-            else:
+            elif not self.ahead:
                 yield from _ferret_iteration(self, self.ot.main)
+            elif self.is_sender:  # look-ahead: release the iteration sent at the last refill
+                if self.pending is None:
+                    yield from _ferret_iteration(self, self.ot.main, early=True)
+                self._push(self.pending)
+                self.pending = None
+                yield from _ferret_iteration(self, self.ot.main, early=True)  # and send the next
+            else:
+                yield from _ferret_iteration(self, self.ot.main, early=True)
+                self.in_flight = 1
+
+    def finish(self) -> Proto[None]:
+        """End of the session's use (both parties, once): the receiver takes the look-ahead
+        iteration still on its way (already sent: no waiting) and drops it."""
+        if self.ahead and not self.is_sender and self.in_flight:
+            self.in_flight = 0
+            yield from _ferret_iteration(self, self.ot.main, early=True, drop=True)
 
     def take(self, n: int) -> Proto[tuple[np.ndarray, int]]:
         """The next n COT blocks ((n, 2) uint64) and the index of the first."""
@@ -314,23 +336,30 @@ class OtSession:
     def end(self, direction: str) -> CotEnd:
         return self.sender if self.sender.direction == direction else self.receiver
 
+    def finish(self) -> Proto[None]:
+        """The session's end (both parties, after their last protocol on it): a look-ahead
+        receiver takes the iteration still on its way. No-op without look-ahead."""
+        yield from self.receiver.finish()
+
     def __repr__(self):
         return f"OtSession(sender={self.sender!r}, receiver={self.receiver!r})"
 
 
-def cot_end_setup(ctx: Ctx, direction: str, kind: str | None = None) -> Proto[CotEnd]:
+def cot_end_setup(ctx: Ctx, direction: str, kind: str | None = None, ahead: bool = False) -> Proto[CotEnd]:
     """Set up this party's end of the COT instance ``direction`` (base OTs, Ferret bootstrap).
 
     Runs on: both parties (same direction and kind). The context becomes the instance's label
     (refills are sent under it). Returns the :class:`CotEnd`.
     Cost: ``base_ot_cost`` (+ for Ferret one IKNP batch of ``ferret_bootstrap_size`` and one
     setup-level iteration). Reference: [IKNP03; YWL+20, Fig. 7 (bootstrapping)].
+    ``ahead`` (Ferret): main iterations run one refill ahead (:class:`~nimbus.spec.ot.FerretAhead`;
+    the session must end with :meth:`OtSession.finish`). Both parties must agree.
     """
     ot = S.ot_params(ctx.params)
     kind = kind or ot.kind
     if kind not in S.KINDS:
         raise ShapeError(f"OT extension kind must be one of {S.KINDS}, got {kind!r}")
-    end = CotEnd(ctx, direction, S.sender_of(direction) == ctx.role, kind)
+    end = CotEnd(ctx, direction, S.sender_of(direction) == ctx.role, kind, ahead)
     if end.is_sender:  # 1. COT sender: Delta (LSB 1) = its base-OT choices
         d = ctx.uniform("delta", 2, 64)
         d[0] |= _U64(1)
@@ -347,26 +376,27 @@ def cot_end_setup(ctx: Ctx, direction: str, kind: str | None = None) -> Proto[Co
     return end
 
 
-def _setup(ctx: Ctx, kind: str | None) -> Proto[OtSession]:
+def _setup(ctx: Ctx, kind: str | None, ahead: bool = False) -> Proto[OtSession]:
     ends = {}
     for d in ("s2c", "c2s"):  # sequentially: the s2c instance first
-        ends[d] = yield from cot_end_setup(ctx.sub(d), d, kind)
+        ends[d] = yield from cot_end_setup(ctx.sub(d), d, kind, ahead)
     snd = "s2c" if S.sender_of("s2c") == ctx.role else "c2s"
     return OtSession(sender=ends[snd], receiver=ends["c2s" if snd == "s2c" else "s2c"])
 
 
-def ot_setup_client(ctx: Ctx, kind: str | None = None) -> Proto[OtSession]:
-    """Client's OT session: both COT instances set up (``kind`` defaults to ``params.ot.kind``).
+def ot_setup_client(ctx: Ctx, kind: str | None = None, ahead: bool = False) -> Proto[OtSession]:
+    """Client's OT session: both COT instances set up (``kind`` defaults to ``params.ot.kind``;
+    ``ahead``: Ferret look-ahead, see :func:`cot_end_setup`).
 
     Runs on: client. Returns :class:`OtSession` (``.sender`` = c2s end, ``.receiver`` = s2c end).
     Cost: :func:`nimbus.spec.ot.session_cost`.
     """
-    return (yield from _setup(ctx, kind))
+    return (yield from _setup(ctx, kind, ahead))
 
 
-def ot_setup_server(ctx: Ctx, kind: str | None = None) -> Proto[OtSession]:
+def ot_setup_server(ctx: Ctx, kind: str | None = None, ahead: bool = False) -> Proto[OtSession]:
     """Server side of :func:`ot_setup_client` (``.sender`` = s2c end, ``.receiver`` = c2s end)."""
-    return (yield from _setup(ctx, kind))
+    return (yield from _setup(ctx, kind, ahead))
 
 
 # -- IKNP ------------------------------------------------------------------------------------
@@ -422,7 +452,7 @@ def iknp_sender_expand(keys: np.ndarray, delta: np.ndarray, u: np.ndarray, nonce
 
 
 # -- Ferret -------------------------------------------------------------------------------------
-def _ferret_iteration(end: CotEnd, lv: S.FerretLevel) -> Proto[None]:
+def _ferret_iteration(end: CotEnd, lv: S.FerretLevel, early: bool = False, drop: bool = False) -> Proto[None]:
     """One Ferret iteration at level ``lv``: t SPCOTs (GGM) + LPN encoding [YWL+20, Fig. 7].
 
     Consumes ``end.reserve`` (k LPN-secret COTs, then h COTs per tree); the receiver's noise
@@ -431,6 +461,10 @@ def _ferret_iteration(end: CotEnd, lv: S.FerretLevel) -> Proto[None]:
     with ``H(q)``/``H(q xor Delta)`` and ``Delta xor sum(leaves)``. Outputs ``noise xor A x``; the
     first ``main.reserve`` become the new reserve, the rest go to the buffer.
     Assumptions: regular-noise primal LPN with (n, k, t) of ``lv``; H tweakable CCR.
+    ``early`` (look-ahead, ``CotEnd.ahead``): the message is a :class:`FerretAhead` (it may
+    overtake others) and the sender keeps its outputs in ``end.pending`` instead of the buffer;
+    ``drop``: the receiver takes the message and discards it (the session's end). The message and
+    the COTs are the same as without look-ahead.
     """
     ctx = end.ctx.sub(f"ferret{end.iterations}")
     kern, ot = ctx.impl.ot, end.ot
@@ -450,14 +484,16 @@ def _ferret_iteration(end: CotEnd, lv: S.FerretLevel) -> Proto[None]:
         pads = np.stack([kern.ccr_hash(cf, tw), kern.ccr_hash(cf ^ end.delta, tw)], axis=1)
         masked = sums.reshape(-1, 2, 2) ^ pads  # 2. level sums under H(q), H(q xor Delta)
         last = kern.xor_sum(leaves) ^ end.delta
-        yield ctx.send(S.FerretSpcot(data=masked.tobytes() + last.tobytes()))
+        yield ctx.send((S.FerretAhead if early else S.FerretSpcot)(data=masked.tobytes() + last.tobytes()))
         leaves[:, :, 0] &= S.LSB_CLEAR[0]  # normal form (in place: the leaves are ours)
         noise = leaves.reshape(-1, 2)
     else:
-        msg = yield ctx.recv(S.FerretSpcot)
+        msg = yield ctx.recv(S.FerretAhead if early else S.FerretSpcot)
         nm = 16 * 2 * lv.t * lv.h
         if len(msg.data) != nm + 16 * lv.t:
             raise ProtocolError(f"Ferret: SPCOT message of {len(msg.data)} bytes, expected {nm + 16 * lv.t}")
+        if drop:
+            return None
         masked = np.frombuffer(msg.data[:nm], dtype="<u8").astype(_U64).reshape(lv.t * lv.h, 2, 2)
         last = np.frombuffer(msg.data[nm:], dtype="<u8").astype(_U64).reshape(lv.t, 2)
         r = (c[:, :, 0] & _U64(1)).astype(np.int64)  # 1. choice bits; alpha bits are 1 - r
@@ -471,7 +507,10 @@ def _ferret_iteration(end: CotEnd, lv: S.FerretLevel) -> Proto[None]:
         noise = leaves.reshape(-1, 2)
     out = kern.lpn_encode(x, noise, S.lpn_seed(lv), ot.d)  # 3. LPN: noise xor A x
     end.reserve = out[: ot.main.reserve]  # 4. bootstrapping: keep the next reserve
-    end._push(out[ot.main.reserve :])
+    if early and end.is_sender:
+        end.pending = out[ot.main.reserve :]
+    else:
+        end._push(out[ot.main.reserve :])
     return None
 
 

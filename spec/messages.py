@@ -16,6 +16,11 @@ or a function of the parameters), so it is never on the wire and never depends o
 :meth:`Message.decode` accepts exactly the canonical encoding of a well-typed message: unknown
 tags, short or trailing bytes, non-zero padding, values out of range and too many dimensions all
 raise :class:`~nimbus.spec.errors.DecodeError` and nothing else.
+
+Order: each direction is one ordered stream and a receiver asks for the type it expects next,
+except for ``ASYNC`` types (the OT layer's look-ahead refills): a sender may emit those early, and
+the drivers set one aside while its receiver waits for something else, handing it over when the
+receiver asks for its type (:func:`is_async`). A run that ends with one set aside is an error.
 """
 
 from __future__ import annotations
@@ -39,10 +44,20 @@ __all__ = [
     "unpack_bits",
     "packed_size",
     "MAX_NDIM",
+    "is_async",
 ]
 
 MAX_NDIM = 8
 MESSAGE_TYPES: dict[int, type["Message"]] = {}
+
+
+def is_async(payload: bytes) -> int:
+    """The tag of an encoded ``ASYNC`` message (one that may overtake others), else 0."""
+    if len(payload) < 2:
+        return 0
+    tag = int.from_bytes(payload[:2], "little")
+    t = MESSAGE_TYPES.get(tag)
+    return tag if t is not None and t.ASYNC else 0
 
 
 def packed_size(n: int, bits: int) -> int:
@@ -232,6 +247,8 @@ class Message:
 
     TAG: ClassVar[int]
     FIELDS: ClassVar[tuple[tuple[str, Any], ...]] = ()
+    #: may be sent ahead of its turn (see the module docstring); receivers still ask for it
+    ASYNC: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

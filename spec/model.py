@@ -56,7 +56,8 @@ MODEL_PROTOCOL_VERSION = 5  # 2: the attention products' keys travel once per se
 #: 3: LayerNorm's gamma by its digits in a 49-bit ring (same results, fewer bytes);
 #: 4: the attention products' plans weigh the work per input ciphertext (denser inputs, same results);
 #: 5: products by a per-row operand (softmax's 1/s, LayerNorm's rsqrt, mean pooling's weights) by
-#: vector ACOTs (one COT per row and bit: same results, fewer COTs and choice bits)
+#: vector ACOTs (one COT per row and bit: same results, fewer COTs and choice bits), and the
+#: session's Ferret refills one iteration ahead (``FerretAhead``: nobody waits for the trees)
 
 #: Version of what the setup sends and the client caches (bound into the cache description): a
 #: change of the online protocol alone bumps MODEL_PROTOCOL_VERSION and keeps caches valid.

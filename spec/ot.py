@@ -77,7 +77,7 @@ __all__ = [
     "PI_KEY", "GGM_KEY", "BASE_OT_DOMAIN", "LPN_DOMAIN", "lpn_seed",
     "DOM_ROT", "DOM_OT", "DOM_1OFN", "DOM_1OFN_PRF", "DOM_ACOT", "DOM_SPCOT", "DOM_IKNP", "LSB_CLEAR",
     # messages
-    "BaseOtA", "BaseOtB", "IknpMatrix", "FerretSpcot", "ChoiceCorrection", "OtCiphertexts",
+    "BaseOtA", "BaseOtB", "IknpMatrix", "FerretSpcot", "FerretAhead", "ChoiceCorrection", "OtCiphertexts",
     "AcotCorrection",
     # encodings
     "pack_choice", "unpack_choice", "pack_ring", "unpack_ring", "log2_ceil",
@@ -253,6 +253,16 @@ class FerretSpcot(Message):
     """Ferret, COT sender -> receiver: per tree, 2h masked level sums then ``Delta xor sum(leaves)``."""
 
     TAG = 0x2004
+    FIELDS = (("data", BytesField()),)
+
+
+class FerretAhead(Message):
+    """Ferret look-ahead, COT sender -> receiver: a main-level :class:`FerretSpcot` sent as soon
+    as the sender has the reserve for it (one iteration ahead of the receiver's need), so the
+    receiver never waits for the sender's trees. ``ASYNC``: it may overtake other messages."""
+
+    TAG = 0x2008
+    ASYNC = True
     FIELDS = (("data", BytesField()),)
 
 

@@ -136,3 +136,4 @@ def test_not_a_generator():
     c, s = ctxs()
     with pytest.raises(ProtocolError):
         run_local(42, pong(s, 1))
+

@@ -162,6 +162,62 @@ def test_run_tcp_matches_run_local(impl):
     assert sres.transcript.waiting_time(SERVER, "p/input") > 0  # the server waits for the input first
 
 
+def _ahead(v):
+    from nimbus.spec.ot import FerretAhead
+    return FerretAhead(data=bytes([v]))
+
+
+def _msg(v):
+    return ShareLinear(share=np.array([v], dtype=np.uint64))
+
+
+def overtaken_sender(ctx):
+    yield ctx.sub("a1").send(_ahead(1))  # ASYNC: may overtake
+    yield ctx.sub("n").send(_msg(7))
+    yield ctx.sub("a2").send(_ahead(2))
+    m = yield ctx.sub("back").recv(ShareLinear)
+    return int(m.share[0])
+
+
+def overtaken_receiver(ctx, take_all=True):
+    from nimbus.spec.ot import FerretAhead
+    m = yield ctx.sub("n").recv(ShareLinear)  # the two ASYNC messages wait aside
+    yield ctx.sub("back").send(_msg(int(m.share[0]) + 1))
+    a = yield ctx.sub("a1").recv(FerretAhead)
+    b = (yield ctx.sub("a2").recv(FerretAhead)) if take_all else None
+    return a.data + (b.data if b else b"")
+
+
+def test_async_messages_wait_aside_in_order():
+    """An ASYNC message (the OT layer's look-ahead) sent before others is set aside while its
+    receiver waits for another type, and handed over in order when asked for; its depth counts
+    when it is taken; a run that leaves one aside fails."""
+    c, s = ctxs()
+    res = run_local(overtaken_receiver(c), overtaken_sender(s))
+    assert res.outputs == (b"\x01\x02", 8)
+    assert [e.msg_type for e in res.transcript.entries if e.direction == "s2c"] == ["FerretAhead", "ShareLinear", "FerretAhead"]
+    assert res.transcript.rounds == 2  # the reply depends on the normal message only
+    c, s = ctxs()
+    with pytest.raises(ProtocolError, match="undelivered"):
+        run_local(overtaken_receiver(c, take_all=False), overtaken_sender(s))
+
+
+def test_async_messages_over_tcp_match_run_local():
+    """ASYNC messages set aside over TCP: same outputs, and each party's transcript lists them in
+    wire order with the receiver's label (as ``run_local``); one left aside is an error."""
+    c, s = ctxs()
+    local = run_local(overtaken_receiver(c.sub("p")), overtaken_sender(s.sub("p")))
+    (cres, cerr), (sres, serr) = tcp_pair(lambda: overtaken_receiver(ctxs()[0].sub("p")),
+                                          lambda: overtaken_sender(ctxs()[1].sub("p")))
+    assert cerr is None and serr is None, (cerr, serr)
+    assert (cres.output, sres.output) == local.outputs == (b"\x01\x02", 8)
+    assert cres.transcript.digest() == sres.transcript.digest() == local.transcript.digest()
+    assert per_direction(cres.transcript) == per_direction(local.transcript) == per_direction(sres.transcript)
+    (cres, cerr), _ = tcp_pair(lambda: overtaken_receiver(ctxs()[0].sub("p"), take_all=False),
+                               lambda: overtaken_sender(ctxs()[1].sub("p")))
+    assert isinstance(cerr, ProtocolError)  # the ASYNC message not taken is reported
+
+
 def test_both_implementations_agree_over_tcp():
     x = np.full((3, 3), 7, dtype=np.uint64)
     digests, outs = set(), []

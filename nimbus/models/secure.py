@@ -299,7 +299,7 @@ def server_connection(ctx: Ctx, state: ServerState, on_query=None) -> Proto[str]
     yield ctx.sub("Hello").send(state.hello)
     # the attention products' public and Galois keys, once per session (category QK^T&PV)
     yield from ctx.impl.linear.matmul_keys_server(ctx.sub("QK^T").sub("keys"), state.sk)
-    ot = yield from ctx.impl.ot.ot_setup_server(ctx.sub("OT"), state.config.ot_kind or None)
+    ot = yield from ctx.impl.ot.ot_setup_server(ctx.sub("OT"), state.config.ot_kind or None, ahead=True)
     party = _ServerParty(state.model, state.sk, state.config)
     limit = M.max_tokens(ctx.params, state.model.arch)
     k = 0
@@ -307,6 +307,7 @@ def server_connection(ctx: Ctx, state: ServerState, on_query=None) -> Proto[str]
         hdr = yield ctx.recv(M.QueryHeader)
         qctx = ctx.sub(f"q{k}") if hdr.tokens else None
         if hdr.tokens == 0:
+            yield from ot.finish()  # the client's look-ahead refill still on its way
             return f"session:{k}"
         if hdr.tokens > limit or hdr.padded not in (0, 1):
             raise ShapeError(f"query of {hdr.tokens} tokens: this model takes at most {limit}")
@@ -345,7 +346,7 @@ def client_session(ctx: Ctx, state: ClientState, queries: Sequence, on_result=No
                          "changed, e.g. another --key-file): run setup again")
     config = M.SecureConfig.from_json(hello.config).check(ctx.params)
     mm_keys = yield from ctx.impl.linear.matmul_keys_client(ctx.sub("QK^T").sub("keys"))  # once per session
-    ot = yield from ctx.impl.ot.ot_setup_client(ctx.sub("OT"), config.ot_kind or None)
+    ot = yield from ctx.impl.ot.ot_setup_client(ctx.sub("OT"), config.ot_kind or None, ahead=True)
     info = _layer_structure(state.arch)
     party = _ClientParty(state.arch, state.pk, state.matrix, state.embed_rows, config, *info)
     party.matmul_keys = mm_keys
@@ -362,6 +363,7 @@ def client_session(ctx: Ctx, state: ClientState, queries: Sequence, on_result=No
         if on_result:
             on_result(k, r)
     yield ctx.sub("Hello_end").send(M.QueryHeader(tokens=0, padded=0))
+    yield from ot.finish()  # the server's look-ahead refill still on its way
     return out
 
 

@@ -3,6 +3,8 @@
 Schedule: run the client until it blocks on a receive (or returns), then the server, and repeat.
 Every message is encoded, recorded, and decoded again on the other side exactly as over TCP, so
 byte counts, digests and decoding errors are the real ones. Used by tests, vectors and cost checks.
+``ASYNC`` messages (``nimbus.spec.messages``) that arrive while their receiver waits for another
+type are set aside until it asks for theirs; their depth counts when they are taken.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nimbus.spec.errors import ProtocolError
-from nimbus.spec.messages import Message
+from nimbus.spec.messages import Message, is_async
 from nimbus.spec.proto import CLIENT, SERVER, Recv, Send, peer_of
 
 from .transcript import C2S, S2C, Transcript
@@ -42,6 +44,24 @@ class _Party:
         self.out = None
         self.depth = 0  # deepest message received so far
         self.label = ""
+        self.aside: dict[int, deque] = {}  # ASYNC messages that arrived ahead of their turn
+
+
+def _next(p: _Party, inbox: deque):
+    """The message ``p`` waits for: an ASYNC one set aside earlier, or the inbox's next after
+    setting aside the ASYNC messages ahead of it; None if it has not arrived."""
+    want = p.waiting.msg_type
+    q = p.aside.get(want.TAG)
+    if want.ASYNC and q:
+        return q.popleft()
+    while inbox:
+        item = inbox.popleft()
+        tag = is_async(item[0])
+        if tag and tag != want.TAG:
+            p.aside.setdefault(tag, deque()).append(item)
+            continue
+        return item
+    return None
 
 
 def _advance(p: _Party, value, tr: Transcript):
@@ -73,10 +93,11 @@ def run_local(client_gen, server_gen) -> LocalResult:
             while not p.done:
                 value = None
                 if p.waiting is not None:
-                    if not inbox[role]:
+                    item = _next(p, inbox[role])
+                    if item is None:
                         break  # blocked: let the peer run
                     t0 = time.perf_counter()
-                    payload, depth, params = inbox[role].popleft()
+                    payload, depth, params = item
                     value = Message.decode(payload, params, expect=p.waiting.msg_type)
                     p.depth = max(p.depth, depth)
                     tr.add_compute(role, p.waiting.ctx.label, time.perf_counter() - t0)
@@ -97,7 +118,8 @@ def run_local(client_gen, server_gen) -> LocalResult:
         if not progressed:
             waits = {r: (p.waiting.ctx.label, p.waiting.msg_type.__name__) for r, p in parties.items() if p.waiting}
             raise ProtocolError(f"deadlock: both parties wait for a message: {waits}")
-    leftovers = {r: len(q) for r, q in inbox.items() if q}
+    leftovers = {r: len(q) + sum(len(a) for a in parties[r].aside.values()) for r, q in inbox.items()}
+    leftovers = {r: n for r, n in leftovers.items() if n}
     if leftovers:
         raise ProtocolError(f"protocol ended with undelivered messages: {leftovers}")
     return LocalResult(parties[CLIENT].out, parties[SERVER].out, tr)

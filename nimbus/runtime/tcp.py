@@ -46,6 +46,7 @@ import ssl
 import struct
 import threading
 import time
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -56,7 +57,7 @@ from nimbus.spec.errors import (
     FrameTooLarge, HandshakeError, NimbusError, ParameterError, PeerDisconnected, PeerTimeout,
     ProtocolError, RemoteError, TransportError,
 )
-from nimbus.spec.messages import Message
+from nimbus.spec.messages import MESSAGE_TYPES, Message, is_async
 from nimbus.spec.params import ParamSet
 from nimbus.spec.proto import CLIENT, SERVER, Recv, Send, peer_of
 
@@ -940,6 +941,26 @@ def _describe(req: Recv) -> str:
     return f"{req.msg_type.__name__} at label {req.ctx.label or '/'!r}"
 
 
+def _next_frame(conn: Connection, req: Recv, aside: dict, tr: Transcript, d_in: str):
+    """The frame ``req`` waits for: an ASYNC one set aside earlier, or the next one on the wire
+    after setting aside the ASYNC frames ahead of it (``nimbus.spec.messages``). A frame set
+    aside is recorded when it arrives (so both parties' transcripts list each direction in wire
+    order) and gets its label when taken: returns ``(frame, index of its entry or None)``."""
+    want = req.msg_type
+    q = aside.get(want.TAG)
+    if want.ASYNC and q:
+        return q.popleft()
+    while True:
+        f = conn.recv_data(_describe(req))
+        tag = is_async(f.payload)
+        if tag and tag != want.TAG:
+            tr.record(d_in, "", MESSAGE_TYPES[tag].__name__, tag, f.payload, f.depth)
+            tr.framing_bytes += FRAME_HEADER.size
+            aside.setdefault(tag, deque()).append((f, len(tr.entries) - 1))
+            continue
+        return f, None
+
+
 def run_tcp(gen, conn: Connection) -> TcpResult:
     """Run one party's protocol generator to completion over ``conn``.
 
@@ -959,6 +980,7 @@ def run_tcp(gen, conn: Connection) -> TcpResult:
     d_out, d_in = (C2S, S2C) if role == CLIENT else (S2C, C2S)
     tr = Transcript()
     hs = FRAME_HEADER.size
+    aside: dict[int, deque] = {}  # ASYNC frames that arrived ahead of their turn
     depth = 0
     label = ""
     value = None
@@ -988,14 +1010,20 @@ def run_tcp(gen, conn: Connection) -> TcpResult:
             else:
                 tr.add_compute(role, label, time.perf_counter() - t0)
                 tw = time.perf_counter()
-                f = conn.recv_data(_describe(req))
+                f, at = _next_frame(conn, req, aside, tr, d_in)
                 t1 = time.perf_counter()
                 tr.add_waiting(role, label, t1 - tw)
                 value = Message.decode(f.payload, req.ctx.params, expect=req.msg_type)
                 depth = max(depth, f.depth)
-                tr.record(d_in, label, req.msg_type.__name__, req.msg_type.TAG, f.payload, f.depth)
-                tr.framing_bytes += hs
+                if at is None:
+                    tr.record(d_in, label, req.msg_type.__name__, req.msg_type.TAG, f.payload, f.depth)
+                    tr.framing_bytes += hs
+                else:  # recorded on arrival; now we know whose it is
+                    tr.entries[at] = dataclasses.replace(tr.entries[at], label=label)
                 tr.add_compute(role, label, time.perf_counter() - t1)
+        if any(aside.values()):
+            raise ProtocolError(f"the {role}'s protocol ended with {sum(map(len, aside.values()))} "
+                                "look-ahead message(s) of the peer not taken")
         tw = time.perf_counter()
         conn.finish()
         tr.add_waiting(role, label, time.perf_counter() - tw)
