@@ -590,7 +590,7 @@ def test_plain_lift_is_the_centred_residue(he, vals):
     from nimbus.optimized import _linear_kernels as K
 
     l = he.plain_bits
-    xs = [v % (1 << l) for v in vals]
+    xs = [v % (1 << l) for v in vals][:he.n]  # at most one polynomial (TINY16 has N = 16)
     x = np.zeros((1, he.n), np.uint64)
     x[0, :len(xs)] = xs
     got = K._lift_polys(he, x, he.levels)

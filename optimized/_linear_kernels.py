@@ -14,6 +14,9 @@ For the 51-bit primes of COP64 (``plan(50, 50, k)``): A = 3 (17-bit), B = 2 (26-
 planes, kc = 4095; for its 32-bit primes A = 3 (11-bit), B = 1, 3 planes: 24 plane products per
 token and ciphertext coefficient over the 5 primes (the BLAS work of the COP).
 Representation: residues uint64 in [0, p) at the boundary, float64 planes inside.
+Threads: BLAS and the ``prange`` loops (independent rows, ciphertexts or outputs; every iteration
+writes its own slice) use the idle core while the other party waits on this one; outputs never
+depend on the thread count.
 Reference twin: :func:`nimbus.reference.rlwe.mac_scalar`.
 """
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from nimbus.spec.errors import ShapeError
 
@@ -84,7 +87,7 @@ def _x_digits(xr: np.ndarray, a: int, wx: int) -> np.ndarray:
     return out.reshape(a * xr.shape[0], xr.shape[1])
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def c_digits(cts, comp, i, c0, cb, p, wc, nd, out):
     """out[b, j, t] = balanced digit b (width wc) of the centred residue cts[j, comp, i, c0 + t]."""
     k = cts.shape[0]
@@ -94,8 +97,8 @@ def c_digits(cts, comp, i, c0, cb, p, wc, nd, out):
     mw = (np.int64(1) << np.int64(wc)) - np.int64(1)
     sw = np.int64(wc)
     zero = np.int64(0)
-    r = np.empty(cb, np.int64)
-    for j in range(k):
+    for j in prange(k):
+        r = np.empty(cb, np.int64)
         src = cts[j, comp, i]
         for t in range(cb):
             v = src[c0 + t]
@@ -111,7 +114,7 @@ def c_digits(cts, comp, i, c0, cb, p, wc, nd, out):
             o[t] = r[t]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def combine(m, w, wp, p, off, acc):
     """acc[r, t] += sum_a int(m[a, r, t]) * w[a] mod p; acc in [0, p).
 
@@ -120,7 +123,7 @@ def combine(m, w, wp, p, off, acc):
     A, n, cb = m.shape
     uoff = np.uint64(off)
     zero = np.uint64(0)
-    for r in range(n):
+    for r in prange(n):
         ar = acc[r]
         for a in range(A):
             wa = w[a]
@@ -178,13 +181,13 @@ def mac(he, cts, x, blas_min_rows: int = BLAS_MIN_ROWS) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def pack_kernel(res, ptr, mr, me, primes, out):
     """out[c] = sum over members m in [ptr[c], ptr[c+1]) of res[mr[m]] * X^me[m] (|e| < N):
-    coefficient j lands at j + e, or (negated) at j + e -+ N when it wraps."""
+    coefficient j lands at j + e, or (negated) at j + e -+ N when it wraps. Outputs in parallel."""
     C = out.shape[0]
     L, N = res.shape[2], res.shape[3]
-    for c in range(C):
+    for c in prange(C):
         for m in range(ptr[c], ptr[c + 1]):
             r, e = mr[m], me[m]
             # j in [j0, j1) lands unwrapped at j + e; the rest wraps with a sign flip
@@ -210,6 +213,25 @@ def pack_kernel(res, ptr, mr, me, primes, out):
                         dst[j + e - N] = s - p if s >= p else s
 
 
+@njit(cache=True, parallel=True)
+def shift_members(res, src, dst, k, w, wp, primes, out):
+    """out[dst[m]] = res[src[m]] * w X^k mod (X^N + 1, p_i) for every member m (dst distinct;
+    0 <= k < 2N; w[i] < p_i with Shoup constants wp[i]); res (P, 2, L, N), out (R, 2, L, N).
+    Rows in parallel."""
+    M = src.shape[0]
+    L = res.shape[2]
+    for x in prange(M * 2 * L):
+        m = x // (2 * L)
+        c = (x // L) % 2
+        i = x % L
+        p = primes[i]
+        o = out[dst[m], c, i]
+        NT.shift_row(res[src[m], c, i], k, p, o)
+        for t in range(o.shape[0]):
+            v = NT.mul_shoup(w[i], wp[i], o[t], p)
+            o[t] = v - p if v >= p else v
+
+
 def pack(he, res, lay) -> np.ndarray:
     """Twin of ``reference.linear.pack``."""
     L = res.shape[2]
@@ -228,29 +250,31 @@ def pack(he, res, lay) -> np.ndarray:
 
 
 # -- products by plaintext polynomials, accumulated in the NTT domain --------------------------
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def mac_ntt(a, pm, primes, pinv, out):
     """out[j, c, i] = sum_k a[k, c, i] * pm[k, j, i] 2^-64 mod p_i (pm in Montgomery form: the
-    NTT-domain products; a: (K, 2, L, N) NTT values, pm: (K, J, L, N), out: (J, 2, L, N))."""
+    NTT-domain products; a: (K, 2, L, N) NTT values, pm: (K, J, L, N), out: (J, 2, L, N)).
+    The (j, c, i) outputs in parallel."""
     K, _, L, n = a.shape
     J = pm.shape[1]
-    for j in range(J):
-        for c in range(2):
-            for i in range(L):
-                p = primes[i]
-                q = pinv[i]
-                o = out[j, c, i]
-                for t in range(n):
-                    o[t] = 0
-                for k in range(K):
-                    src = a[k, c, i]
-                    w = pm[k, j, i]
-                    for t in range(n):
-                        s = o[t] + NT.mul_mont(src[t], w[t], p, q)
-                        o[t] = s - p if s >= p else s
+    for x in prange(J * 2 * L):
+        j = x // (2 * L)
+        c = (x // L) % 2
+        i = x % L
+        p = primes[i]
+        q = pinv[i]
+        o = out[j, c, i]
+        for t in range(n):
+            o[t] = 0
+        for k in range(K):
+            src = a[k, c, i]
+            w = pm[k, j, i]
+            for t in range(n):
+                s = o[t] + NT.mul_mont(src[t], w[t], p, q)
+                o[t] = s - p if s >= p else s
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def lift_kernel(x, half, mask, primes, onep, out):
     """out[b, i, t] = the centred lift of x[b, t] in Z_2^l (half = 2^(l-1), mask = 2^l - 1)
     mod primes[i]: |v| reduced with Shoup's quotient (onep[i] = floor(2^64 / p_i)), negated for
@@ -259,7 +283,7 @@ def lift_kernel(x, half, mask, primes, onep, out):
     L = primes.shape[0]
     zero = np.uint64(0)
     one = np.uint64(1)
-    for b in range(B):
+    for b in prange(B):
         for t in range(n):
             v = x[b, t]
             neg = v >= half

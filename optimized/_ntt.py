@@ -344,20 +344,29 @@ def scale_kernel(ct, w, wp, primes, out):
 
 
 # -- monomials, modulus switching ---------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def shift_row(src, k, p, dst):
+    """dst = src * X^k mod (X^N + 1, p) for one residue row (0 <= k < 2N): coefficient j lands
+    at (j + k) mod N, negated (p - v) when j + k wraps an odd number of times."""
+    n = src.shape[0]
+    neg0 = k >= n
+    s = k - n if neg0 else k  # X^k = (-1)^neg0 X^s, 0 <= s < N
+    for j in range(n - s):  # j + s < N: sign (-1)^neg0
+        v = src[j]
+        dst[j + s] = (p - v if v != _ZERO else v) if neg0 else v
+    for j in range(n - s, n):  # wraps once more: sign flipped
+        v = src[j]
+        dst[j + s - n] = v if neg0 else (p - v if v != _ZERO else v)
+
+
+@njit(cache=True, parallel=True)
 def monomial_kernel(a, k, primes, out):
-    """out = a * X^k mod X^N + 1 (0 <= k < 2N); a, out (B, L, N)."""
+    """out = a * X^k mod X^N + 1 (0 <= k < 2N); a, out (B, L, N). Rows in parallel."""
     B, L, n = a.shape
-    for b in range(B):
-        for i in range(L):
-            p = primes[i]
-            for j in range(n):
-                t = j + k
-                v = a[b, i, j]
-                neg = (t // n) % 2 == 1
-                if neg and v != _ZERO:
-                    v = p - v
-                out[b, i, t % n] = v
+    for x in prange(B * L):
+        b = x // L
+        i = x % L
+        shift_row(a[b, i], k, primes[i], out[b, i])
 
 
 @njit(cache=True)

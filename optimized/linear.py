@@ -53,21 +53,27 @@ def plain_mac(he, cts, polys) -> np.ndarray:
 
 
 def pack_responses(he, res, packing: S.MatmulPacking, galois) -> np.ndarray:
-    """Twin of :func:`nimbus.reference.linear.pack_responses`: all groups of one stride go
-    through one batched ``rlwe.pack_trace`` (numba automorphisms, NTT key switching)."""
+    """Twin of :func:`nimbus.reference.linear.pack_responses`: the members are shifted (and scaled
+    by D^-1, ``pack_trace``'s step 1) straight into their group slots in one parallel numba pass,
+    then all groups of one stride go through one batched trace (numba automorphisms, NTT key
+    switching)."""
     res = np.asarray(res)
     if res.ndim != 4 or res.shape[0] != packing.products:
         raise ShapeError(f"pack_responses: {packing.products} products expected, got {res.shape}")
+    res = np.ascontiguousarray(res, dtype=np.uint64)
+    L = res.shape[2]
+    primes = np.array(he.primes[:L], np.uint64)
     out = np.empty((packing.count,) + res.shape[1:], np.uint64)
     for D in dict.fromkeys(D for D, _ in packing.groups):
         idx = [c for c, (d, _) in enumerate(packing.groups) if d == D]
         if D == 1:
             out[idx] = res[[packing.groups[c][1][0] for c in idx]]
             continue
-        batch = np.zeros((len(idx), D) + res.shape[1:], np.uint64)
-        src = [t for c in idx for t in packing.groups[c][1]]
-        dst = [(b, i) for b, c in enumerate(idx) for i in range(len(packing.groups[c][1]))]
-        shifted = _rlwe.mul_monomial(he, res[src], -(D - 1))
-        batch[[b for b, _ in dst], [i for _, i in dst]] = shifted
-        out[idx] = _rlwe.pack_trace(he, batch, galois)
+        batch = np.zeros((len(idx) * D,) + res.shape[1:], np.uint64)  # missing members: zero
+        src = np.array([t for c in idx for t in packing.groups[c][1]], np.int64)
+        dst = np.array([b * D + i for b, c in enumerate(idx) for i in range(len(packing.groups[c][1]))], np.int64)
+        inv = [pow(D, -1, p) for p in he.primes[:L]]  # pack_trace's step 1 (D^-1) fused in
+        K.shift_members(res, src, dst, (1 - D) % (2 * he.n), np.array(inv, np.uint64),
+                        np.array([(v << 64) // p for v, p in zip(inv, he.primes)], np.uint64), primes, batch)
+        out[idx] = _rlwe._trace_levels(he, batch.reshape((len(idx), D) + res.shape[1:]), galois)
     return out

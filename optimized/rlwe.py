@@ -502,11 +502,18 @@ def pack_trace(he: H.HEParams, cts, keys) -> np.ndarray:
     """Twin of :func:`nimbus.reference.rlwe.pack_trace`: every level is one batched automorphism
     and one batched key switch over all groups (the key in NTT form once per level)."""
     level, D = H.pack_trace_shape(he, cts, keys)
-    cts, keys = np.asarray(cts), np.asarray(keys)
-    B = cts.shape[0]
+    cts = np.asarray(cts)
+    return _trace_levels(he, _mul_int(he, _rows(cts, 2), pow(D, -1, he.q(level))).reshape(cts.shape), keys)  # 1.
+
+
+def _trace_levels(he: H.HEParams, cur, keys) -> np.ndarray:
+    """Step 2 of :func:`pack_trace` on members already multiplied by D^-1 (B, D, 2, L', N)."""
+    level, D = H.pack_trace_shape(he, cur, keys)
+    keys = np.asarray(keys)
+    B = cur.shape[0]
     n = he.n
     pr = np.array(he.primes[:level], np.uint64)
-    cur = _mul_int(he, _rows(cts, 2), pow(D, -1, he.q(level))).reshape(B, D, 2, level, n)  # 1.
+    cur = np.ascontiguousarray(cur, dtype=np.uint64)
     s = D // 2
     while s >= 1:  # 2. level s: inputs t and t + s of every group (fused passes)
         g = H.galois_element(n, s)
