@@ -14,9 +14,10 @@ For the 51-bit primes of COP64 (``plan(50, 50, k)``): A = 3 (17-bit), B = 2 (26-
 planes, kc = 4095; for its 32-bit primes A = 3 (11-bit), B = 1, 3 planes: 24 plane products per
 token and ciphertext coefficient over the 5 primes (the BLAS work of the COP).
 Representation: residues uint64 in [0, p) at the boundary, float64 planes inside.
-Threads: BLAS and the ``prange`` loops (independent rows, ciphertexts or outputs; every iteration
-writes its own slice) use the idle core while the other party waits on this one; outputs never
-depend on the thread count.
+Threads: BLAS, and the ``prange`` loops of the attention products (independent outputs, rows or
+members; every iteration writes its own slice), use the core the waiting server leaves idle; the
+COP's digit, recombination and packing passes stay one-thread (parallel versions measured no
+gain next to the BLAS planes). Outputs never depend on the thread count.
 Reference twin: :func:`nimbus.reference.rlwe.mac_scalar`.
 """
 
@@ -87,7 +88,7 @@ def _x_digits(xr: np.ndarray, a: int, wx: int) -> np.ndarray:
     return out.reshape(a * xr.shape[0], xr.shape[1])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def c_digits(cts, comp, i, c0, cb, p, wc, nd, out):
     """out[b, j, t] = balanced digit b (width wc) of the centred residue cts[j, comp, i, c0 + t]."""
     k = cts.shape[0]
@@ -97,8 +98,8 @@ def c_digits(cts, comp, i, c0, cb, p, wc, nd, out):
     mw = (np.int64(1) << np.int64(wc)) - np.int64(1)
     sw = np.int64(wc)
     zero = np.int64(0)
-    for j in prange(k):
-        r = np.empty(cb, np.int64)
+    r = np.empty(cb, np.int64)
+    for j in range(k):
         src = cts[j, comp, i]
         for t in range(cb):
             v = src[c0 + t]
@@ -114,7 +115,7 @@ def c_digits(cts, comp, i, c0, cb, p, wc, nd, out):
             o[t] = r[t]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def combine(m, w, wp, p, off, acc):
     """acc[r, t] += sum_a int(m[a, r, t]) * w[a] mod p; acc in [0, p).
 
@@ -123,7 +124,7 @@ def combine(m, w, wp, p, off, acc):
     A, n, cb = m.shape
     uoff = np.uint64(off)
     zero = np.uint64(0)
-    for r in prange(n):
+    for r in range(n):
         ar = acc[r]
         for a in range(A):
             wa = w[a]
@@ -181,13 +182,13 @@ def mac(he, cts, x, blas_min_rows: int = BLAS_MIN_ROWS) -> np.ndarray:
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def pack_kernel(res, ptr, mr, me, primes, out):
     """out[c] = sum over members m in [ptr[c], ptr[c+1]) of res[mr[m]] * X^me[m] (|e| < N):
-    coefficient j lands at j + e, or (negated) at j + e -+ N when it wraps. Outputs in parallel."""
+    coefficient j lands at j + e, or (negated) at j + e -+ N when it wraps."""
     C = out.shape[0]
     L, N = res.shape[2], res.shape[3]
-    for c in prange(C):
+    for c in range(C):
         for m in range(ptr[c], ptr[c + 1]):
             r, e = mr[m], me[m]
             # j in [j0, j1) lands unwrapped at j + e; the rest wraps with a sign flip
