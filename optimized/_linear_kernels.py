@@ -268,11 +268,7 @@ def mac_ntt(a, pm, primes, pinv, out):
         for t in range(n):
             o[t] = 0
         for k in range(K):
-            src = a[k, c, i]
-            w = pm[k, j, i]
-            for t in range(n):
-                s = o[t] + NT.mul_mont(src[t], w[t], p, q)
-                o[t] = s - p if s >= p else s
+            NT.mac_mont_row(o, a[k, c, i], pm[k, j, i], p, q)
 
 
 @njit(cache=True, parallel=True)

@@ -345,6 +345,15 @@ def scale_kernel(ct, w, wp, primes, out):
 
 # -- monomials, modulus switching ---------------------------------------------------------------
 @njit(cache=True, inline="always")
+def mac_mont_row(o, src, w, p, q):
+    """o[t] += src[t] w[t] 2^-64 mod p for one residue row (o in [0, p); the Montgomery product of
+    a plain value by a value in Montgomery form is the plain product)."""
+    for t in range(o.shape[0]):
+        s = o[t] + mul_mont(src[t], w[t], p, q)
+        o[t] = s - p if s >= p else s
+
+
+@njit(cache=True, inline="always")
 def shift_row(src, k, p, dst):
     """dst = src * X^k mod (X^N + 1, p) for one residue row (0 <= k < 2N): coefficient j lands
     at (j + k) mod N, negated (p - v) when j + k wraps an odd number of times."""

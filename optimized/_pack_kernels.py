@@ -88,11 +88,7 @@ def ks_mac_ntt(d, key, primes, pinv, out):
                 for t in range(n):
                     o[t] = 0
                 for i in range(L):
-                    src = d[b, i, j]
-                    w = key[i, c, j]
-                    for t in range(n):
-                        s = o[t] + NT.mul_mont(src[t], w[t], p, q)
-                        o[t] = s - p if s >= p else s
+                    NT.mac_mont_row(o, d[b, i, j], key[i, c, j], p, q)
 
 
 @njit(cache=True, parallel=True)
