@@ -343,7 +343,7 @@ def scale_kernel(ct, w, wp, primes, out):
                     out[b, c, i, t] = s - p if s >= p else s
 
 
-# -- monomials, modulus switching ---------------------------------------------------------------
+# -- row helpers (Montgomery accumulate, monomial shift), monomials, modulus switching ---------
 @njit(cache=True, inline="always")
 def mac_mont_row(o, src, w, p, q):
     """o[t] += src[t] w[t] 2^-64 mod p for one residue row (o in [0, p); the Montgomery product of
