@@ -205,10 +205,16 @@ def test_downcast_trunc(impl, params, mode, data):
 @_FEW
 @given(data=st.data())
 def test_max(impl, params, data):
+    """Values in the domain [-2^(l-2), 2^(l-2)), both ends included; odd lengths and lengths
+    whose tournament levels end in smaller groups; ties (values from a tiny set) and all-equal
+    rows."""
     l = params.nonlinear.bits
-    rows, n = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 9))
+    rows = data.draw(st.integers(1, 3))
+    n = data.draw(st.integers(1, 9) | st.sampled_from([11, 13, 17, 21, 33, 128, 129]))
     lim = 1 << (l - 2)
-    vals = st.integers(-lim + 1, lim - 1) | st.sampled_from([0, -lim + 1, lim - 1])
+    vals = st.integers(-lim, lim - 1) | st.sampled_from([0, -1, 1, -lim, lim - 1])
+    if data.draw(st.booleans()):
+        vals = st.sampled_from([-lim, -1, 0, 1, lim - 1]) | st.integers(-2, 1)  # many ties
     x = data.draw(hnp.arrays(np.int64, (rows, n), elements=vals)).view(np.uint64) & S.ring_mask(l)
     if data.draw(st.booleans()):
         x[:] = x[0, 0]  # all-equal rows
@@ -216,6 +222,43 @@ def test_max(impl, params, data):
     r = run(impl, "max", params, (xc, l), (xs, l))
     assert_same(recon(r, l), S.ideal_max(x, l), {"x": x})
     assert r.transcript.cost() == S.max_cost(params, x.shape, l)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 128, 129])
+def test_max_edge_rows(impl, n):
+    """Row maxima bit for bit at the tournament's edges: all-equal rows, ties at the first and
+    last positions (the winner is the first maximum), the domain's most negative and largest
+    values, one maximum at each end."""
+    l = BERT.nonlinear.bits
+    lo, hi = -(1 << (l - 2)), (1 << (l - 2)) - 1
+    rows = [np.full(n, v) for v in (lo, hi, 0, -1)]
+    rows += [np.where(np.arange(n) % 2 == 0, 3, -3), np.where(np.arange(n) % 3 == 2, hi, lo)]
+    for pos in (0, n - 1, n // 2):
+        v = np.full(n, lo)
+        v[pos] = hi
+        rows.append(v)
+        w = np.arange(n) - n
+        w[pos] = w[-1] = 7  # a tie for the maximum, one of them last
+        rows.append(w)
+    x = np.stack(rows).astype(np.int64).view(np.uint64) & S.ring_mask(l)
+    xc = (np.arange(x.size, dtype=np.uint64).reshape(x.shape) * np.uint64(0x9E3779B97F4A7C15)) & S.ring_mask(l)
+    r = run(impl, "max", BERT, (xc, l), ((x - xc) & S.ring_mask(l), l))
+    assert_same(recon(r, l), S.ideal_max(x, l), {"x": x})
+    assert r.transcript.cost() == S.max_cost(BERT, x.shape, l)
+
+
+def test_max_schedule():
+    """Every schedule reduces its row to one element; a row of 128 takes fewer flights than the
+    binary tree's 43, for at most 2.2x its bytes (c2s 2121660 + s2c 7583676 at (1536, 128))."""
+    for n in range(1, 301):
+        m = n
+        for k in S.max_schedule(n):
+            assert 2 <= k <= m, (n, S.max_schedule(n))
+            m = -(-m // k)
+        assert m == 1, (n, S.max_schedule(n))
+    assert S.max_schedule(1) == () and S.max_schedule(2) == (2,)
+    c = S.max_cost(BERT, (1536, 128), 32)
+    assert c.rounds < 43 and c.c2s + c.s2c <= 2.2 * (2121660 + 7583676), c
 
 
 _DIGEST_CASES = [

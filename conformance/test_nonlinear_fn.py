@@ -164,14 +164,19 @@ def test_round_budgets():
 @_few(8)
 @given(x=st.tuples(st.integers(1, 3), st.integers(2, 24)).flatmap(
     lambda s: hnp.arrays(np.int64, s, elements=st.integers(-(60 << FL), 60 << FL) | st.sampled_from([0, 1, -1]))),
-    const=st.booleans())
-def test_layernorm_exact(impl, x, const):
+    const=st.booleans(), low=st.integers(0, (1 << FL) - 1), fused=st.booleans())
+def test_layernorm_exact(impl, x, const, low, fused):
+    """Bit for bit the ideal at the input scale 2^F, and at 2^2F (a linear layer's output: its
+    truncation fused into the down-casts); declared = measured."""
     if const:
         x[:] = x.reshape(-1)[0]  # var = 0: eps keeps rsqrt defined
+    in_frac = 2 * FL if fused else None
+    if fused:  # the same values at 2^2F, with arbitrary low bits
+        x = x * (1 << FL) + (np.arange(x.size).reshape(x.shape) * low) % (1 << FL)
     X, xc, xs = shares(x, 2)
-    r = run(impl, "layernorm", (xc,), (xs,))
-    assert_same(r.client + r.server, F.ideal_layernorm(X, BERT), {"x": x})
-    assert r.transcript.cost() == F.layernorm_cost(BERT, x.shape)
+    r = run(impl, "layernorm", (xc,), (xs,), in_frac=in_frac)
+    assert_same(r.client + r.server, F.ideal_layernorm(X, BERT, in_frac=in_frac), {"x": x})
+    assert r.transcript.cost() == F.layernorm_cost(BERT, x.shape, in_frac=in_frac)
 
 
 def test_layernorm_accuracy_and_beta():
@@ -276,7 +281,21 @@ def test_reciprocal_exact(impl, s):
     got = (r.client + r.server) & S.ring_mask(l)
     assert_same(got, F.ideal_reciprocal_ring(x, BERT, 8), {"s": s})
     assert r.transcript.cost() == F.reciprocal_cost(BERT, s.shape, 8)
-    assert np.abs(got.astype(np.float64) / 8192 - 8192 / s).max() <= 2.5e-4
+    assert np.abs(got.astype(np.float64) / 8192 - 8192 / s).max() <= F.RC_ERR_ULP / 8192
+
+
+@pytest.mark.parametrize("J", [1, 8, 11])
+def test_reciprocal_error_certified_exhaustively(J):
+    """Every S of the domain [2^(f-1), 2^(f+J)): |ideal_reciprocal - 2^(2f)/S| <= RC_ERR_ULP ulp
+    (the fit's RC_FIT_ULP plus rounding); thresholds increase and end inside the domain."""
+    f = BERT.nonlinear.frac
+    rent = F.entry_for(F.RECIP_TABLE, "reciprocal", BERT)
+    T = np.array(F.recip_thresholds(J, f), dtype=np.int64)
+    assert np.all(np.diff(T) > 0) and T[0] > 1 << (f - 1) and T[-1] < 1 << (f + J)
+    assert all(1 << (f + j) in set(T.tolist()) for j in range(J))  # octave boundaries
+    S = np.arange(1 << (f - 1), 1 << (f + J), dtype=np.int64)
+    err = np.abs(F.ideal_reciprocal(S, rent, J) - 2.0 ** (2 * f) / S)
+    assert err.max() <= F.RC_ERR_ULP
 
 
 @_few(8)

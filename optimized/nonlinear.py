@@ -13,7 +13,7 @@ import numpy as np
 
 from nimbus.reference.nonlinear import (  # noqa: F401  (orchestration, reused on purpose)
     __all__ as _REF_ALL, and_bits, and_client, and_server, b2a, b2a_client, b2a_server,
-    downcast_trunc, downcast_trunc_client, downcast_trunc_server, drelu, drelu_client,
+    downcast_trunc, downcast_trunc_client, downcast_trunc_server, drelu, drelu_client, drelu_finish, drelu_group,
     drelu_server, max_client, max_server, maximum, millionaire, millionaire_client,
     millionaire_server, msb_client, msb_server, mul, mul_client, mul_server, mul_rows,
     mul_rows_client, mul_rows_server, vacot, mux, mux_client,

@@ -57,24 +57,30 @@ def to_linear(ctx: Ctx, ot, y: np.ndarray, l: int, f: int, f_out: int) -> Proto[
     return (y << np.uint64(f_out - f)) & ring_mask(L)
 
 
-def poly_eval(ctx: Ctx, ot, x: np.ndarray, coeffs, l: int, f: int, mode: str, kbits=None) -> Proto[np.ndarray]:
+def poly_eval(ctx: Ctx, ot, x: np.ndarray, coeffs, l: int, f: int, mode: str, kbits=None,
+              extra=None) -> Proto[np.ndarray]:
     """Horner's rule exactly as ``approx.fxp``: acc = q_d; acc = trunc(acc * x) + q_k, the first
     product public-times-shared (local), the others secure products. ``kbits`` (from
     ``horner_product_bits``): product k in Z_2^kbits (shares reduced; exact as |acc x| <
-    2^(kbits-2)), its truncation fused with the extension back to Z_2^l. [NIMBUS24, §4.2; SIRNN]"""
+    2^(kbits-2)), its truncation fused with the extension back to Z_2^l. ``extra``: millionaire
+    groups run in the first truncation's batch; then returns ``(acc, their outputs)``.
+    [NIMBUS24, §4.2; SIRNN]"""
     n, mk = x.size, ring_mask(l)
     c = [int(q) for q in coeffs]
     acc = (x * np.uint64(c[-1] % (1 << l))) & mk  # 1. q_d * x: local
+    ex = None
     for k in range(len(c) - 2, -1, -1):
         if k < len(c) - 2:  # 2. acc * x: one secure product (in Z_2^kb when the bound allows)
             kb = kbits[len(c) - 3 - k] if kbits else l
             km = ring_mask(kb)
             acc = yield from P.mul(ctx.sub(f"mul{k}"), ot, acc & km, x & km, kb)
             t = yield from P.trunc_upcast(ctx.sub(f"tr{k}"), ot, acc, kb, f, l, mode)  # 3. exact floor
+        elif extra is not None:  # 3. exact floor, with the caller's comparisons in its batch
+            t, ex = yield from P.trunc(ctx.sub(f"tr{k}"), ot, acc, l, f, mode, extra=extra)
         else:
             t = yield from P.trunc(ctx.sub(f"tr{k}"), ot, acc, l, f, mode)  # 3. exact floor
         acc = (t + _const(ctx, c[k], n, l)) & mk
-    return acc
+    return acc if extra is None else (acc, ex)
 
 
 def pow2chain(ctx: Ctx, ot, x: np.ndarray, n: int, l: int, f: int, faithful: bool = False) -> Proto[np.ndarray]:
@@ -91,22 +97,20 @@ def pow2chain(ctx: Ctx, ot, x: np.ndarray, n: int, l: int, f: int, faithful: boo
 
 def piecewise(ctx: Ctx, ot, x: np.ndarray, entry: dict, domain_hi: int | None = None,
               faithful: bool = False) -> Proto[np.ndarray]:
-    """A table entry on shares: one batched DReLU for all breakpoints ([x >= lo_j]), piece
-    indicators by XOR (the tests are monotone), every piece's value, one batched mux.
-    [NIMBUS24, §4.2; BumbleBee, §5]"""
+    """A table entry on shares: one batched DReLU for all breakpoints ([x >= lo_j]), run in the
+    millionaire batch of the first polynomial piece's first truncation (``F.piecewise_merges``:
+    the same rounds as that truncation), piece indicators by XOR (the tests are monotone),
+    every piece's value, one batched mux. [NIMBUS24, §4.2; BumbleBee, §5]"""
     l, f = int(entry["ring_bits"]), int(entry["frac_bits"])
     mk, n = ring_mask(l), x.size
     pieces = entry["pieces"]
     bps = [int(p["lo"]) for p in pieces[1:]]
-    # 1. s_j = [x >= bp_j] for every breakpoint, one DReLU batch
+    # 1. s_j = [x >= bp_j] for every breakpoint: one DReLU group (run below)
     d = np.concatenate([(x - _const(ctx, b, n, l)) & mk for b in bps]) if bps else np.zeros(0, np.uint64)
-    s = (yield from P.drelu(ctx.sub("cmp"), ot, d, l)).reshape(len(bps), n) if bps else None
-    # 2. indicator of piece j: s_j ^ s_{j+1} (s_0 = 1, s_P = 0)
-    one = np.full(n, 1 if ctx.is_client else 0, dtype=np.uint8)
-    zero = np.zeros(n, dtype=np.uint8)
-    bounds = [one] + ([s[j] for j in range(len(bps))] if bps else []) + [zero]
-    sel, val = [], []
-    for j, pc in enumerate(pieces):  # 3. the values of the non-zero pieces
+    merge = F.piecewise_merge_piece(entry, domain_hi, faithful) if bps else None
+    carry = None
+    vals = {}
+    for j, pc in enumerate(pieces):  # 2. the values of the non-zero pieces
         kind = pc["kind"]
         if kind == "zero":
             continue
@@ -116,56 +120,70 @@ def piecewise(ctx: Ctx, ot, x: np.ndarray, entry: dict, domain_hi: int | None = 
             v = _const(ctx, int(pc["value"]), n, l)
         elif kind == "poly":
             mode = F.horner_trunc_mode(entry, j, domain_hi, faithful)
-            v = yield from poly_eval(ctx.sub(f"poly{j}"), ot, x, pc["coeffs"], l, f, mode,
-                                     F.horner_product_bits(entry, j, domain_hi))
+            if j == merge:  # the breakpoints' DReLU rides in this piece's first millionaire
+                v, (carry,) = yield from poly_eval(ctx.sub(f"poly{j}"), ot, x, pc["coeffs"], l, f, mode,
+                                                   F.horner_product_bits(entry, j, domain_hi),
+                                                   extra=[P.drelu_group(ctx, d, l)])
+            else:
+                v = yield from poly_eval(ctx.sub(f"poly{j}"), ot, x, pc["coeffs"], l, f, mode,
+                                         F.horner_product_bits(entry, j, domain_hi))
         elif kind == "pow2chain":
             v = yield from pow2chain(ctx.sub(f"chain{j}"), ot, x, int(pc["n"]), l, f, faithful)
         else:
             raise ShapeError(f"piece kind {kind!r} is not supported on shares")
-        sel.append(bounds[j] ^ bounds[j + 1])
-        val.append(v)
+        vals[j] = v
+    if bps and merge is None:  # no truncation to ride in: a DReLU batch of its own
+        (carry,) = yield from P.millionaire(ctx.sub("cmp"), ot, [P.drelu_group(ctx, d, l)])
+    s = P.drelu_finish(ctx, d, l, carry).reshape(len(bps), n) if bps else None
+    # 3. indicator of piece j: s_j ^ s_{j+1} (s_0 = 1, s_P = 0)
+    one = np.full(n, 1 if ctx.is_client else 0, dtype=np.uint8)
+    zero = np.zeros(n, dtype=np.uint8)
+    bounds = [one] + ([s[j] for j in range(len(bps))] if bps else []) + [zero]
+    sel = [bounds[j] ^ bounds[j + 1] for j in vals]
+    val = list(vals.values())
     if not sel:
         return np.zeros(n, dtype=np.uint64)
     z = yield from P.mux(ctx.sub("sel"), ot, np.concatenate(sel), np.concatenate(val), l)  # 4.
     return z.reshape(len(sel), n).sum(axis=0, dtype=np.uint64) & mk
 
 
-def reciprocal(ctx: Ctx, ot, S: np.ndarray, entry: dict, J: int, iters: int, mode: str) -> Proto[np.ndarray]:
-    """1/S for 2^-1 <= S < 2^J (scale 2^f): normalise S' = S 2^-p in [1/2, 1) with
-    p = sum_j [S >= 2^j] (one DReLU batch, B2A of the one-hot of p, one product), the table's
-    initial approximation on [1/2, 1), Newton y <- y (2 - S' y), then y 2^-p.
-    Semantics: ``nimbus.spec.nonlinear_fn.ideal_reciprocal``. [SIRNN, §4.2; CrypTFlow2]"""
+def reciprocal(ctx: Ctx, ot, S: np.ndarray, entry: dict, J: int, mode: str) -> Proto[np.ndarray]:
+    """1/S for 2^-1 <= S < 2^J (scale 2^f, Z_2^l) by a thermometer and a piecewise-linear fit:
+    ONE millionaire batch for [S >= T_i] over ``recip_thresholds(J, f)`` (in Z_2^(f+J+2), where
+    |S - T_i| fits), S up-cast into Z_2^RC_BITS (one ACOT, known MSB), ONE mux batch in which the
+    segment's one-hot bit selects its line A_s + B_s S (local: public constants), the sum, and
+    one known-MSB truncation by RC_TR. 15 flights (64 with normalisation and 2 Newton steps).
+    Semantics: ``nimbus.spec.nonlinear_fn.ideal_reciprocal``. [SIRNN, §4.2-4.3 (thermometer
+    of comparisons); CrypTFlow2 (millionaire, mux)]"""
     l, f = int(entry["ring_bits"]), int(entry["frac_bits"])
-    if not 1 <= J <= l - f - 3:  # the known-MSB truncations after (de)normalisation need this
+    if not 1 <= J <= l - f - 3:  # the up-cast's known MSB needs S < 2^(l-2)
         raise ParameterError(f"reciprocal: J = {J} outside [1, {l - f - 3}] for Z_2^{l} with {f} fraction bits")
-    mk, n = ring_mask(l), S.size
-    # 1. thermometer t_j = [S >= 2^j] (real), j = 0..J-1
-    d = np.concatenate([(S - _const(ctx, 1 << (f + j), n, l)) & mk for j in range(J)])
-    t = (yield from P.drelu(ctx.sub("norm"), ot, d, l)).reshape(J, n)
-    # 2. one-hot of p = sum t_j: o_p = t_{p-1} ^ t_p (t_{-1} = 1, t_J = 0); B2A; P = sum o_p 2^(J-p)
+    n = S.size
+    T = F.recip_thresholds(J, f)
+    consts = F.recip_segments(J, f)
+    cb = f + J + 2  # |S - T| < 2^(f+J+1)
+    cmk, low = ring_mask(cb), ring_mask(cb - 1)
+    # 1. thermometer t_i = [S >= T_i] = 1 ^ msb(S - T_i) in Z_2^cb (S's shares reduced: S < 2^(f+J))
+    Sc = S & cmk
+    d = np.concatenate([(Sc - _const(ctx, t, n, cb)) & cmk for t in T])
+    v = d & low if ctx.is_client else low - (d & low)
+    (carry,) = yield from P.millionaire(ctx.sub("cmp"), ot, [(v, cb - 1)], F.RC_RADIX)
+    msb = ((d >> np.uint64(cb - 1)) & np.uint64(1)).astype(np.uint8) ^ carry
+    t = (msb ^ np.uint8(1) if ctx.is_client else msb).reshape(len(T), n)
+    # 2. S into Z_2^RC_BITS (0 <= S < 2^(l-2): the known-MSB extension)
+    RB = F.RC_BITS
+    rmk = ring_mask(RB)
+    S2 = yield from P.trunc_upcast(ctx.sub("up"), ot, S, l, 0, RB, "msb")
+    # 3. one-hot of the segment (s = #thresholds <= S), each selecting A_s + B_s S
     one = np.full(n, 1 if ctx.is_client else 0, dtype=np.uint8)
-    th = [one] + [t[j] for j in range(J)] + [np.zeros(n, np.uint8)]
-    oh = np.concatenate([th[p] ^ th[p + 1] for p in range(J + 1)])
-    (oa,) = yield from P.b2a(ctx.sub("b2a"), ot, [(oh, l)])
-    oa = oa.reshape(J + 1, n)
-    Pw = np.zeros(n, dtype=np.uint64)
-    for p in range(J + 1):
-        Pw = (Pw + oa[p] * np.uint64(1 << (J - p))) & mk
-    # 3. S' = floor(S 2^(J-p) / 2^J)
-    Sp = yield from P.mul(ctx.sub("nmul"), ot, S, Pw, l)
-    Sp = yield from P.trunc(ctx.sub("ntr"), ot, Sp, l, J, mode)
-    # 4. initial approximation on [1/2, 1), then Newton
-    y = yield from poly_eval(ctx.sub("init"), ot, Sp, entry["pieces"][0]["coeffs"], l, f, mode)
-    two = _const(ctx, 2 << f, n, l)
-    for it in range(iters):
-        e = yield from P.mul(ctx.sub(f"nm{it}a"), ot, Sp, y, l)
-        e = yield from P.trunc(ctx.sub(f"nt{it}a"), ot, e, l, f, mode)
-        e = (two - e) & mk
-        y = yield from P.mul(ctx.sub(f"nm{it}b"), ot, y, e, l)
-        y = yield from P.trunc(ctx.sub(f"nt{it}b"), ot, y, l, f, mode)
-    # 5. y 2^-p = floor(y 2^(J-p) / 2^J)
-    r = yield from P.mul(ctx.sub("dmul"), ot, y, Pw, l)
-    return (yield from P.trunc(ctx.sub("dtr"), ot, r, l, J, mode))
+    th = [one] + [t[i] for i in range(len(T))] + [np.zeros(n, np.uint8)]
+    oh = np.concatenate([th[s] ^ th[s + 1] for s in range(len(T) + 1)])
+    xs = np.concatenate([(_const(ctx, A, n, RB) + np.uint64(B % (1 << RB)) * S2) & rmk for A, B in consts])
+    R = yield from P.mux(ctx.sub("sel"), ot, oh, xs, RB)
+    R = R.reshape(len(consts), n).sum(axis=0, dtype=np.uint64) & rmk
+    # 4. r = floor(R / 2^RC_TR) (0 <= R < 2^(RC_BITS-3): known MSB), back in Z_2^l (r < 2^(f+2))
+    r = yield from P.trunc(ctx.sub("rtr"), ot, R, RB, F.RC_TR, mode, F.RC_TR_RADIX)
+    return r & ring_mask(l)
 
 
 def _unary(ctx: Ctx, ot, X: np.ndarray, in_frac, table: str, function: str,
@@ -260,8 +278,7 @@ def softmax(ctx: Ctx, ot, X: np.ndarray, in_frac: int | None = None, mask=None,
     e2 = e.reshape(rows.shape)
     s = e2.sum(axis=1, dtype=np.uint64) & mk  # 6. row sums (local)
     J = F.recip_range(shp[-1], ent)
-    r = yield from reciprocal(ctx.sub("recip"), ot, s, rent, J, F.RECIP_ITERS,  # 7. one per row
-                              "msb1" if faithful else "msb")
+    r = yield from reciprocal(ctx.sub("recip"), ot, s, rent, J, "msb1" if faithful else "msb")  # 7. one per row
     kb = F.softmax_product_bits(params, shp[-1], table)  # |e r| < 2^(kb-2): Z_2^kb suffices
     km = ring_mask(kb)
     # 8. broadcast product e * (1/s): one vector ACOT per row and bit of r
@@ -405,29 +422,51 @@ def apply_gamma(ctx: Ctx, ot, x: np.ndarray, g) -> Proto[np.ndarray]:
 
 
 def downcast_pair(ctx: Ctx, ot, X: np.ndarray, bits: int, ks, out_bits: int, m: int = 4) -> Proto[list]:
-    """floor(lift(X) / 2^k) mod 2^out_bits for each k in ks (as ``P.downcast_trunc(.., "exact")``),
-    the carries of all of them by ONE millionaire batch and ONE B2A batch. [NIMBUS24, §4.3]"""
+    """floor(lift(X) / 2^k) mod 2^out_bits for each k in ks, the carries of all of them by ONE
+    millionaire batch and ONE ACOT batch. Where bits - k >= out_bits the wrap vanishes mod
+    2^out_bits (as ``P.downcast_trunc(.., "exact")``); otherwise the pre-condition
+    |X| < 2^(bits-2) gives it from the shares' top bits (known MSB, as ``P.trunc(.., "msb")``),
+    B2A'd in the same ACOT batch at out_bits - (bits - k) bits. Cost: ``ln_downcast_flow``.
+    [NIMBUS24, §4.3; Cheetah, §5]"""
     X = np.ascontiguousarray(X, dtype=np.uint64).reshape(-1)
-    off = np.uint64(1 << (bits - 1))
-    u = (X + off) & ring_mask(bits) if ctx.is_client else X
+    msb = any(bits - k < out_bits for k in ks)
+    off = np.uint64(1 << (bits - 2 if msb else bits - 1))
+    u = (X + off) & ring_mask(bits) if ctx.is_client else X  # 1. shift to a non-negative value
     groups = []
     for k in ks:
-        if bits - k < out_bits or k < 1:
-            raise ParameterError("downcast_pair needs 1 <= k <= bits - out_bits")
+        if not 1 <= k < bits - 1:
+            raise ParameterError(f"downcast_pair cannot truncate Z_2^{bits} by {k}")
         lowk = ring_mask(k)
         groups.append((u & lowk if ctx.is_client else lowk - (u & lowk), k))
-    carries = yield from P.millionaire(ctx.sub("cmp"), ot, groups, m)
-    cs = yield from P.b2a(ctx.sub("b2a"), ot, [(c, out_bits) for c in carries])
+    carries = yield from P.millionaire(ctx.sub("cmp"), ot, groups, m)  # 2. the carries
+    wk = [k for k in ks if bits - k < out_bits]  # 3. their B2A, and the wraps (w = msb_c OR msb_s)
+    mb = ((u >> np.uint64(bits - 1)) & np.uint64(1)).astype(np.uint8)
+    mbu = mb.astype(np.uint64)
+    if ctx.is_client:
+        _, ys = yield from P.acot(ctx.sub("b2a"), ot, recv=[(c, out_bits) for c in carries]
+                                  + [(mb, out_bits - bits + k) for k in wk])
+        cs = [(c.astype(np.uint64) + y) & ring_mask(out_bits) for c, y in zip(carries, ys)]
+        ws = [(mbu + y) & ring_mask(out_bits - bits + k) for k, y in zip(wk, ys[len(ks):])]
+    else:
+        outs, _ = yield from P.acot(ctx.sub("b2a"), ot, send=[
+            ((np.uint64(0) - np.uint64(2) * c.astype(np.uint64)) & ring_mask(out_bits), out_bits) for c in carries]
+            + [((np.uint64(0) - mbu) & ring_mask(out_bits - bits + k), out_bits - bits + k) for k in wk])
+        cs = [(c.astype(np.uint64) + o) & ring_mask(out_bits) for c, o in zip(carries, outs)]
+        ws = [(mbu + o) & ring_mask(out_bits - bits + k) for k, o in zip(wk, outs[len(ks):])]
+    wmap = dict(zip(wk, ws))
     out = []
-    for k, c in zip(ks, cs):
+    for k, c in zip(ks, cs):  # 4. floor(u / 2^k) = (u_c >> k) + (u_s >> k) + c - w 2^(bits-k)
         z = (u >> np.uint64(k)) + c
+        if k in wmap:
+            z = z - (wmap[k] << np.uint64(bits - k))
         if ctx.is_client:
             z = z - (off >> np.uint64(k))
         out.append(z & ring_mask(out_bits))
     return out
 
 
-def layernorm(ctx: Ctx, ot, X: np.ndarray, eps: float = 1e-12, beta=None, gamma=None) -> Proto[np.ndarray]:
+def layernorm(ctx: Ctx, ot, X: np.ndarray, eps: float = 1e-12, beta=None, gamma=None,
+              in_frac: int | None = None) -> Proto[np.ndarray]:
     """LayerNorm over the last axis (party-symmetric; see :func:`layernorm_client`)."""
     params = ctx.params
     L, Fr = params.linear.bits, params.linear.frac
@@ -438,15 +477,14 @@ def layernorm(ctx: Ctx, ot, X: np.ndarray, eps: float = 1e-12, beta=None, gamma=
     X = P._ring(X, L, "x")
     n = shp[-1]
     mk, smk = ring_mask(L), ring_mask(l)
-    c, E = F._ln_consts(params, n, eps)
+    _, E = F._ln_consts(params, n, eps)
+    kv, kd = F.ln_shifts(params, n, in_frac)
     x = X.reshape(-1, n)
     rows = x.shape[0]
-    # 1. mean: mu = floor(sum x * c / 2^K) (per row, in the linear ring)
-    s = x.sum(axis=1, dtype=np.uint64) & mk
-    mu = yield from P.trunc(ctx.sub("mean"), ot, (s * np.uint64(c)) & mk, L, F.LN_K, "msb")
-    d = ((x - mu[:, None]) & mk).reshape(-1)
-    # 2. dv = floor(d / 2^(F-FV)), dd = floor(d / 2^(F-FD)) in Z_2^l: one carry batch
-    dv, dd = yield from downcast_pair(ctx.sub("dc"), ot, d, L, (Fr - F.LN_FV, Fr - F.LN_FD), l, F.LN_DC_RADIX)
+    # 1. u = n x - sum x = n (x - mean): exact and local, no truncation for the mean
+    u = ((x * np.uint64(n) - x.sum(axis=1, dtype=np.uint64)[:, None]) & mk).reshape(-1)
+    # 2. dv = floor(u / 2^kv), dd = floor(u / 2^kd) in Z_2^l: one carry batch, one ACOT batch
+    dv, dd = yield from downcast_pair(ctx.sub("dc"), ot, u, L, (kv, kd), l, F.LN_DC_RADIX)
     # 3. V = sum dv^2 + E (= C (var + eps)): squares in Z_2^l, extended, summed
     q = yield from P.square(ctx.sub("sq"), ot, dv, l)
     q = yield from P.trunc_upcast(ctx.sub("qup"), ot, q, l, 0, L, "msb")
@@ -469,27 +507,30 @@ def layernorm(ctx: Ctx, ot, X: np.ndarray, eps: float = 1e-12, beta=None, gamma=
     return out.reshape(shp)
 
 
-def layernorm_client(ctx: Ctx, ot, x_c: np.ndarray, eps: float = 1e-12, beta=None, gamma=None) -> Proto[np.ndarray]:
+def layernorm_client(ctx: Ctx, ot, x_c: np.ndarray, eps: float = 1e-12, beta=None, gamma=None,
+                     in_frac: int | None = None) -> Proto[np.ndarray]:
     """LayerNorm over the last axis: (x - mean) / sqrt(var + eps) [SIRNN, §4.3; NIMBUS24, §5].
 
-    Runs on: client. Private inputs: x_c (linear ring, scale 2^linear.frac). Public: shape, eps.
+    Runs on: client. Private inputs: x_c (linear ring, scale 2^in_frac, F <= in_frac <= 2F;
+    default F = linear.frac; 2F straight from a linear layer: its truncation is fused into
+    LayerNorm's down-casts). Public: shape, eps, in_frac.
     gamma and beta are the server's plaintext weights: where the output only feeds a linear
     layer, fold gamma into it (W' = diag(gamma) W: exact over the reals); otherwise (BERT's
     residual path) the server passes ``gamma`` (array) and the client ``gamma=True`` (the
     structure is public): a one-sided product in the linear ring and a truncation. ``beta`` is
     added to the server's share. Pre-conditions: |x - mean| < 512, n <= 1024.
     Returns: shares of ``ideal_layernorm`` in the linear ring at scale 2^linear.frac (bit for bit).
-    Cost: ``nonlinear_fn.layernorm_cost``: 36 flights (18 RT) and 27.8 MB at 128x768 (was 112 / 56
-    and 26.9 MB: rsqrt is now one thermometer + one mux instead of normalisation + 2 Newton steps;
-    r's error <= 3.6e-4 relative instead of ~2.4e-4). Each party learns nothing.
+    Cost: ``nonlinear_fn.layernorm_cost``: 30 flights at 128x768 (was 36 with a truncation for
+    the mean: u = n x - sum x needs none). Each party learns nothing.
     """
-    return (yield from layernorm(ctx, ot, x_c, eps, beta, gamma))
+    return (yield from layernorm(ctx, ot, x_c, eps, beta, gamma, in_frac))
 
 
-def layernorm_server(ctx: Ctx, ot, x_s: np.ndarray, eps: float = 1e-12, beta=None, gamma=None) -> Proto[np.ndarray]:
+def layernorm_server(ctx: Ctx, ot, x_s: np.ndarray, eps: float = 1e-12, beta=None, gamma=None,
+                     in_frac: int | None = None) -> Proto[np.ndarray]:
     """Server side of :func:`layernorm_client` (``beta``, ``gamma``: its plaintext LayerNorm
     weights, optional)."""
-    return (yield from layernorm(ctx, ot, x_s, eps, beta, gamma))
+    return (yield from layernorm(ctx, ot, x_s, eps, beta, gamma, in_frac))
 
 
 def reciprocal_client(ctx: Ctx, ot, s_c: np.ndarray, J: int, trunc: str = "exact") -> Proto[np.ndarray]:
@@ -500,7 +541,7 @@ def reciprocal_client(ctx: Ctx, ot, s_c: np.ndarray, J: int, trunc: str = "exact
     s_c = P._ring(s_c, params.nonlinear.bits, "s")
     rent = F.entry_for(F.RECIP_TABLE, "reciprocal", params)
     mode = "msb1" if F.is_faithful(trunc) else "msb"
-    return (yield from reciprocal(ctx, ot, s_c.reshape(-1), rent, int(J), F.RECIP_ITERS, mode)).reshape(s_c.shape)
+    return (yield from reciprocal(ctx, ot, s_c.reshape(-1), rent, int(J), mode)).reshape(s_c.shape)
 
 
 def reciprocal_server(ctx: Ctx, ot, s_s: np.ndarray, J: int, trunc: str = "exact") -> Proto[np.ndarray]:

@@ -18,8 +18,8 @@ import numpy as np
 from nimbus.spec.errors import ParameterError, ProtocolError, ShapeError
 from nimbus.spec.nonlinear import (
     DOM_NL_ACOT, DOM_NL_LEAF, DOM_NL_TRIPLE, DOM_NL_VACOT, RADIX, TRUNC_MODES, AcotChoices, AcotCorrections,
-    AndOpen, LeafChoices, LeafTables, crh, nblocks, ring_mask, take_pair, take_recv, take_send,
-    vacot_lanes,
+    AndOpen, LeafChoices, LeafTables, crh, max_schedule, nblocks, ring_mask, take_pair, take_recv,
+    take_send, vacot_lanes,
 )
 from nimbus.spec.ot import pack_choice, pack_ring, unpack_choice, unpack_ring
 from nimbus.spec.proto import Ctx, Proto
@@ -37,7 +37,7 @@ __all__ = [
     "max_client", "max_server",
     # party-symmetric building blocks (used by nonlinear_fn)
     "and_bits", "millionaire", "b2a", "mux", "mul", "mul_rows", "vacot", "square", "trunc", "trunc_upcast",
-    "downcast_trunc", "drelu", "maximum",
+    "downcast_trunc", "drelu", "drelu_group", "drelu_finish", "maximum",
     # functions (nimbus.reference._nl_functions)
     "gelu_client", "gelu_server", "softmax_client", "softmax_server", "tanh_client", "tanh_server",
     "layernorm_client", "layernorm_server", "reciprocal_client", "reciprocal_server",
@@ -376,15 +376,26 @@ def millionaire(ctx: Ctx, ot, groups, m: int = RADIX):
     return [g[:, 0].copy() for g in gts]
 
 
+def drelu_group(ctx: Ctx, x: np.ndarray, bits: int):
+    """DReLU's millionaire group (values, bits - 1): carry = [x_c' > 2^(l-1) - 1 - x_s'], so that
+    callers can batch it with another protocol's millionaire (same rounds)."""
+    x = np.ascontiguousarray(x, dtype=np.uint64).reshape(-1)
+    low = ring_mask(bits - 1)
+    return (x & low if ctx.is_client else low - (x & low)), bits - 1
+
+
+def drelu_finish(ctx: Ctx, x: np.ndarray, bits: int, carry: np.ndarray) -> np.ndarray:
+    """DReLU from the group's millionaire output: 1 ^ msb_c ^ msb_s ^ carry (local)."""
+    x = np.ascontiguousarray(x, dtype=np.uint64).reshape(-1)
+    msb = ((x >> np.uint64(bits - 1)) & np.uint64(1)).astype(np.uint8) ^ carry  # my MSB share
+    return msb ^ np.uint8(1) if ctx.is_client else msb  # DReLU = 1 ^ MSB
+
+
 def drelu(ctx: Ctx, ot, x: np.ndarray, bits: int, m: int = RADIX) -> Proto[np.ndarray]:
     """Boolean shares of [x >= 0] (signed x in Z_2^bits): msb = msb_c ^ msb_s ^ carry, carry a
     millionaire on the low bits - 1 bits. [CrypTFlow2, §4.2]"""
-    x = np.ascontiguousarray(x, dtype=np.uint64).reshape(-1)
-    low = ring_mask(bits - 1)
-    v = x & low if ctx.is_client else low - (x & low)  # 1. carry = [x_c' > 2^(l-1) - 1 - x_s']
-    (carry,) = yield from millionaire(ctx, ot, [(v, bits - 1)], m)
-    msb = ((x >> np.uint64(bits - 1)) & np.uint64(1)).astype(np.uint8) ^ carry  # 2. my MSB share
-    return msb ^ np.uint8(1) if ctx.is_client else msb  # 3. DReLU = 1 ^ MSB
+    (carry,) = yield from millionaire(ctx, ot, [drelu_group(ctx, x, bits)], m)  # 1. the carry
+    return drelu_finish(ctx, x, bits, carry)  # 2. my share of 1 ^ MSB
 
 
 def b2a(ctx: Ctx, ot, groups):
@@ -520,11 +531,14 @@ def square(ctx: Ctx, ot, x: np.ndarray, bits: int) -> Proto[np.ndarray]:
 
 
 def _trunc_core(ctx: Ctx, ot, x: np.ndarray, bits: int, f: int, mode: str, out_bits: int,
-                m: int) -> Proto[np.ndarray]:
+                m: int, extra=None) -> Proto[np.ndarray]:
     """floor(lift(x) / 2^f) in Z_2^out_bits (out_bits >= bits - f):
     with u = x + 2^(l-1) (exact) or 2^(l-2) (msb modes), u = u_c + u_s - w 2^l and
     floor(u / 2^f) = (u_c >> f) + (u_s >> f) + c - w 2^(l-f) over the integers.
+    ``extra``: millionaire groups of another protocol run in this truncation's millionaire batch
+    (before its ACOTs when it has none); then the result is ``(z, their outputs)``.
     [SIRNN, §3.2-3.4; Cheetah, §5; NIMBUS24, §4.3]"""
+    ext = list(extra or [])
     if mode not in TRUNC_MODES:
         raise ParameterError(f"truncation mode must be one of {TRUNC_MODES}, got {mode!r}")
     if not 0 <= f < bits - 1 or out_bits < bits - f or out_bits > 64 or out_bits - bits + f < 1:
@@ -539,16 +553,19 @@ def _trunc_core(ctx: Ctx, ot, x: np.ndarray, bits: int, f: int, mode: str, out_b
         v = u if ctx.is_client else mk - u
         vl = u & lowf if ctx.is_client else lowf - (u & lowf)
         groups = [(v, bits)] + ([(vl, f)] if f else [])
-        res = yield from millionaire(ctx, ot, groups, m)
+        res = yield from millionaire(ctx, ot, groups + ext, m)
+        res, ex = res[:len(groups)], res[len(groups):]
         b2 = [(res[0], wbits)] + ([(res[1], out_bits)] if f else [])
         ar = yield from b2a(ctx, ot, b2)
         w, c = ar[0], (ar[1] if f else np.zeros_like(u))
     else:  # 2b. known MSB (u < 2^(l-1)): w = msb_c OR msb_s = msb_c + msb_s - msb_c msb_s
         mb = ((u >> np.uint64(bits - 1)) & np.uint64(1)).astype(np.uint8)
-        carry = None
+        carry, ex = None, []
         if mode == "msb" and f:
             vl = u & lowf if ctx.is_client else lowf - (u & lowf)
-            (carry,) = yield from millionaire(ctx, ot, [(vl, f)], m)
+            carry, *ex = yield from millionaire(ctx, ot, [(vl, f)] + ext, m)
+        elif ext:
+            ex = yield from millionaire(ctx, ot, ext, m)
         if ctx.is_client:
             recv = [(mb, wbits)] + ([(carry, out_bits)] if carry is not None else [])
             _, ys = yield from acot(ctx, ot, recv=recv)
@@ -565,19 +582,20 @@ def _trunc_core(ctx: Ctx, ot, x: np.ndarray, bits: int, f: int, mode: str, out_b
     z = ((u >> np.uint64(f)) + c - (w << np.uint64(bits - f))) & omk  # 3. the identity above
     if ctx.is_client:
         z = (z - np.uint64(off >> f)) & omk  # 4. remove the offset
-    return z
+    return z if extra is None else (z, list(ex))
 
 
-def trunc(ctx: Ctx, ot, x, bits: int, f: int, mode: str = "exact", m: int = RADIX) -> Proto[np.ndarray]:
+def trunc(ctx: Ctx, ot, x, bits: int, f: int, mode: str = "exact", m: int = RADIX,
+          extra=None) -> Proto[np.ndarray]:
     """Shares of floor(lift(x) / 2^f) in Z_2^bits (see :func:`_trunc_core`)."""
-    return (yield from _trunc_core(ctx, ot, x, bits, f, mode, bits, m))
+    return (yield from _trunc_core(ctx, ot, x, bits, f, mode, bits, m, extra))
 
 
 def trunc_upcast(ctx: Ctx, ot, x, bits: int, f: int, out_bits: int, mode: str = "exact",
-                 m: int = RADIX) -> Proto[np.ndarray]:
+                 m: int = RADIX, extra=None) -> Proto[np.ndarray]:
     """Fused truncation + extension into Z_2^out_bits: the wrap bit of the truncation, B2A'd at
     out_bits - bits + f bits, is the extension. [NIMBUS24, §4.3]"""
-    return (yield from _trunc_core(ctx, ot, x, bits, f, mode, out_bits, m))
+    return (yield from _trunc_core(ctx, ot, x, bits, f, mode, out_bits, m, extra))
 
 
 def downcast_trunc(ctx: Ctx, ot, x, bits: int, f: int, out_bits: int, mode: str = "exact",
@@ -604,22 +622,80 @@ def downcast_trunc(ctx: Ctx, ot, x, bits: int, f: int, out_bits: int, mode: str 
     return z & ring_mask(out_bits)
 
 
+def _winner_bits(c: np.ndarray, g: int, client: bool) -> np.ndarray:
+    """The g - 1 comparison bits of each indicator w_i (i < g - 1) of groups of g, from the pair
+    bits c (..., C(g, 2)) in ``np.triu_indices(g, 1)`` order: c_ij for j > i, 1 ^ c_ji for j < i
+    (the public 1 is the client's: only it flips its share). Returns (..., g - 1, g - 1)."""
+    pos = np.full((g, g), -1, dtype=np.int64)
+    iu, ju = np.triu_indices(g, 1)
+    pos[iu, ju] = np.arange(iu.size)
+    idx = np.array([[pos[i, j] if j > i else pos[j, i] for j in range(g) if j != i] for i in range(g - 1)])
+    neg = np.array([[j < i for j in range(g) if j != i] for i in range(g - 1)], dtype=np.uint8)
+    return c[..., idx] ^ neg if client else c[..., idx]
+
+
 def maximum(ctx: Ctx, ot, x: np.ndarray, bits: int, m: int = RADIX) -> Proto[np.ndarray]:
-    """Row maxima along the last axis: a tree, each level one batched DReLU of the differences
-    and one mux: max(a, b) = b + [a - b >= 0] (a - b). [CrypTFlow2, §5 (Maxpool)]"""
+    """Row maxima along the last axis (signed values in [-2^(bits-2), 2^(bits-2)), so that no
+    difference wraps), by a tournament: each level of ``nimbus.spec.nonlinear.max_schedule``
+    splits a row into consecutive groups of k (a last, smaller group: a smaller tournament, or one
+    element passing through) and keeps each group's maximum. Per level, all groups at once:
+
+    1. one DReLU batch of the differences of ALL pairs i < j of each group:
+       c_ij = [x_i - x_j >= 0];
+    2. winner indicators w_i = AND_{j > i} c_ij AND AND_{j < i} (1 ^ c_ji) for i < k - 1: the
+       winner is the FIRST index holding the maximum, exactly one per group (the last element's
+       indicator is implied); one batched AND per level of the balanced trees;
+    3. max = x_last + sum_i w_i (x_i - x_last): one mux batch, then a local sum. For k = 2 this is
+       the binary tree's max(a, b) = b + [a - b >= 0] (a - b).
+
+    Flights per level: DReLU (5 in Z_2^32) + ceil(log2(k - 1)) ANDs + mux (2), overlapped
+    (``max_cost``: 25 for rows of 128 instead of the binary tree's 43). Each party learns
+    nothing: it sees OT choice corrections, OT-masked values and Beaver openings only.
+    [CrypTFlow2, §5 (Maxpool, the binary tree)]; comparing all pairs of a group at once is the
+    standard constant-round tournament, trading comparisons for rounds."""
     x = np.ascontiguousarray(x, dtype=np.uint64)
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ShapeError("maximum needs a non-empty last axis")
     mk = ring_mask(bits)
     cur = x.reshape(-1, x.shape[-1])
-    lvl = 0
-    while cur.shape[1] > 1:
-        p = cur.shape[1] // 2
-        a, b = cur[:, 0:2 * p:2], cur[:, 1:2 * p:2]
-        d = (a - b) & mk
-        s = yield from drelu(ctx.sub(f"cmp{lvl}"), ot, d.reshape(-1), bits, m)
-        md = yield from mux(ctx.sub(f"mux{lvl}"), ot, s, d.reshape(-1), bits)
-        nxt = (b + md.reshape(b.shape)) & mk
-        cur = np.concatenate([nxt, cur[:, -1:]], axis=1) if cur.shape[1] % 2 else nxt
-        lvl += 1
+    R = cur.shape[0]
+    for lvl, k in enumerate(max_schedule(x.shape[-1])):
+        n = cur.shape[1]
+        q, r = divmod(n, k)
+        blocks = [cur[:, :q * k].reshape(R, q, k)] + ([cur[:, q * k:].reshape(R, 1, r)] if r > 1 else [])
+        pairs = [np.triu_indices(b.shape[2], 1) for b in blocks]
+        d = [(b[..., i] - b[..., j]) & mk for b, (i, j) in zip(blocks, pairs)]  # 1. all pairs' x_i - x_j
+        c = yield from drelu(ctx.sub(f"cmp{lvl}"), ot, np.concatenate([v.reshape(-1) for v in d]), bits, m)
+        w, pos = [], 0
+        for b, v in zip(blocks, d):  # 2. per group (R, G, g - 1, g - 1) bits to AND
+            g = b.shape[2]
+            w.append(_winner_bits(c[pos:pos + v.size].reshape(v.shape), g, ctx.is_client))
+            pos += v.size
+        t = 0
+        while any(u.shape[-1] > 1 for u in w):  # 2b. one AND batch per tree level
+            xs = [u[..., 0:u.shape[-1] - 1:2].reshape(-1) for u in w if u.shape[-1] > 1]
+            ys = [u[..., 1:u.shape[-1]:2].reshape(-1) for u in w if u.shape[-1] > 1]
+            z = yield from and_bits(ctx.sub(f"and{lvl}_{t}"), ot, np.concatenate(xs), np.concatenate(ys))
+            pos = 0
+            for i, u in enumerate(w):
+                h = u.shape[-1]
+                if h < 2:
+                    continue
+                p = h // 2
+                zi = z[pos:pos + u[..., :p].size].reshape(u.shape[:-1] + (p,))
+                pos += zi.size
+                w[i] = np.concatenate([zi, u[..., -1:]], axis=-1) if h % 2 else zi
+            t += 1
+        dl = [(b[..., :-1] - b[..., -1:]) & mk for b in blocks]  # 3. x_last + sum_i w_i (x_i - x_last)
+        md = yield from mux(ctx.sub(f"mux{lvl}"), ot, np.concatenate([u.reshape(-1) for u in w]),
+                            np.concatenate([v.reshape(-1) for v in dl]), bits)
+        nxt, pos = [], 0  # 3b. local sums; a group of one passes through
+        for b, v in zip(blocks, dl):
+            nxt.append((b[..., -1] + md[pos:pos + v.size].reshape(v.shape).sum(axis=-1, dtype=np.uint64)) & mk)
+            pos += v.size
+        if r == 1:
+            nxt.append(cur[:, -1:])
+        cur = np.concatenate(nxt, axis=1)
     return cur[:, 0].reshape(x.shape[:-1])
 
 
@@ -853,8 +929,9 @@ def downcast_trunc_server(ctx: Ctx, ot, x: np.ndarray, bits: int, f: int, out_bi
 
 
 def max_client(ctx: Ctx, ot, x: np.ndarray, bits: int, m: int = RADIX) -> Proto[np.ndarray]:
-    """Signed maximum along the last axis. Runs on: client. Rounds: ceil(log2 n) x (DReLU + mux).
-    Cost: ``max_cost``. Reference: [CrypTFlow2, §5]."""
+    """Signed maximum along the last axis (values in [-2^(bits-2), 2^(bits-2))). Runs on: client.
+    Rounds: per level of ``max_schedule(n)`` DReLU + winner ANDs + mux (25 flights for n = 128).
+    Cost: ``max_cost``. Reference: [CrypTFlow2, §5]; tournament levels (all pairs per group)."""
     return (yield from maximum(ctx, ot, _ring(x, bits), bits, m))
 
 

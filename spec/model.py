@@ -14,8 +14,9 @@ known-MSB truncation computes for |x| < 2^62):
    ``x = LN_emb(x)`` (``ideal_layernorm`` with the server's gamma, beta).
 2. Per layer i: ``qkv = trunc(x Wqkv + bqkv)`` (Wq, bq carry the 1/sqrt(d_head) of attention,
    folded over the reals); per head ``s = Q K^T`` (scale 2^2F) with the client's padding mask;
-   ``p = softmax(s)``; ``c = trunc(p V)``; ``a = trunc(c Wo + bo)``; ``h = LN1(x + a)``;
-   ``g = GELU(h W1 + b1)`` (from scale 2^2F); ``y = trunc(g W2 + b2)``; ``x = LN2(h + y)``. The
+   ``p = softmax(s)``; ``c = trunc(p V)``; ``a = c Wo + bo`` and ``h = LN1(x 2^F + a)`` (from
+   scale 2^2F: the truncation is fused into LayerNorm's down-casts, ``in_frac = 2F``);
+   ``g = GELU(h W1 + b1)`` (from scale 2^2F); ``y = g W2 + b2``; ``x = LN2(h 2^F + y)``. The
    last LN2's gamma and beta are folded into what follows where that is exact over the reals
    (the pooler or the head); otherwise applied after pooling (one row).
 3. Pooling: ``cls``: row 0, then the HF pooler ``tanh(trunc(x0 Wp + bp))``; ``mean``:
@@ -52,12 +53,15 @@ __all__ = [
 ]
 
 #: Version of the secure-graph protocol (bound into the session hello).
-MODEL_PROTOCOL_VERSION = 5  # 2: the attention products' keys travel once per session (after the hello);
+MODEL_PROTOCOL_VERSION = 6  # 2: the attention products' keys travel once per session (after the hello);
 #: 3: LayerNorm's gamma by its digits in a 49-bit ring (same results, fewer bytes);
 #: 4: the attention products' plans weigh the work per input ciphertext (denser inputs, same results);
 #: 5: products by a per-row operand (softmax's 1/s, LayerNorm's rsqrt, mean pooling's weights) by
 #: vector ACOTs (one COT per row and bit: same results, fewer COTs and choice bits), and the
-#: session's Ferret refills one iteration ahead (``FerretAhead``: nobody waits for the trees)
+#: session's Ferret refills one iteration ahead (``FerretAhead``: nobody waits for the trees);
+#: 6: fewer rounds, new semantics: softmax's reciprocal by a thermometer and piecewise-linear fit,
+#: LayerNorm without a truncation for the mean and with the preceding linear layer's truncation
+#: fused in (``ideal_forward`` changed), the row maximum by a tournament (same results)
 
 #: Version of what the setup sends and the client caches (bound into the cache description): a
 #: change of the online protocol alone bumps MODEL_PROTOCOL_VERSION and keeps caches valid.
@@ -389,9 +393,9 @@ def ideal_forward(model: FixedModel, params: ParamSet, tokens, valid=None,
             model._limbs[name] = _limbs(W[name])
         return _matmul(x, None, model._limbs[name]) + B[name][None, :]
 
-    def ln(x, k):
+    def ln(x, k, in_frac=None):
         g, b = model.ln[k]
-        return ideal_layernorm(x, params, arch.eps, beta=b, gamma=g)
+        return ideal_layernorm(x, params, arch.eps, beta=b, gamma=g, in_frac=in_frac)
 
     x = W["embed"][tokens] + model.positions[:n]
     x = ln(x, 0)
@@ -402,11 +406,11 @@ def ideal_forward(model: FixedModel, params: ParamSet, tokens, valid=None,
         s = _matmul(q, k.transpose(0, 2, 1))
         p = ideal_softmax(s, params, in_frac=2 * F, mask=mask, table=cfg.exp_table)
         c = _floor_shift(_matmul(p, v), F).transpose(1, 0, 2).reshape(n, d)
-        a = _floor_shift(lin(c, f"layer{i}.o"), F)
-        h = ln(x + a, 2 * i + 1)
+        a = lin(c, f"layer{i}.o")  # scale 2^2F: the truncation is LN1's
+        h = ln((x << np.uint64(F)) + a, 2 * i + 1, 2 * F)
         g = ideal_gelu(lin(h, f"layer{i}.h1"), params, in_frac=2 * F, table=cfg.gelu_table)
-        y = _floor_shift(lin(g, f"layer{i}.h2"), F)
-        x = ln(h + y, 2 * i + 2)
+        y = lin(g, f"layer{i}.h2")  # scale 2^2F: the truncation is LN2's
+        x = ln((h << np.uint64(F)) + y, 2 * i + 2, 2 * F)
     if arch.pooling == "cls":
         pooled = x[:1]
         if arch.uses_pooler:

@@ -17,13 +17,15 @@ Softmax  (``ideal_softmax``) [NIMBUS24, §4.2]
     r = ``ideal_reciprocal(s)``; out = floor(lift_l(e * r) / 2^(2f - frac)) mod 2^64 (the last
     truncation fused with the up-cast). Domain: |x| < 2^(l-3); row length n with
     n * max(e) < 2^J, J = ``recip_range(n)``.
-Reciprocal  (``ideal_reciprocal``) [SIRNN, §4.2]
-    for 2^-1 <= s < 2^J (real): p = sum_{j<J} [s >= 2^j]; P = 2^(J-p); s' = floor(s P / 2^J)
-    (in [1/2, 1)); y = evaluate_fxp(reciprocal entry, s'); RECIP_ITERS Newton steps
-    y <- floor(y * lift(2^(f+1) - floor(s' y / 2^f)) / 2^f); r = floor(y P / 2^J).
-    ``trunc="faithful"`` (the default: 51 instead of 66 round trips at 12x128x128) lets the
-    reciprocal's and the last truncations be 1 ulp low; the exp stays exact; the output is
-    within ``softmax_faithful_bound`` of the ideal.
+Reciprocal  (``ideal_reciprocal``) [SIRNN, §4.2 (thermometer); CrypTFlow2]
+    for 2^-1 <= s < 2^J (real), S = s 2^f an integer: seg = #{T in ``recip_thresholds(J, f)``:
+    T <= S} (K_j thresholds per octave j, more where 1/s is large); r = floor((A_seg +
+    B_seg S) / 2^RC_TR) with the constants of ``recip_segments(J, f)`` (the minimax line of
+    2^(2f) / S on the segment at scale 2^RC_TR, + 2^(RC_TR-1) so the floor rounds). No
+    normalising product, no Newton step. Error: <= ``RC_ERR_ULP`` ulp of 1/s (checked
+    exhaustively over every S of the domain). ``trunc="faithful"`` lets the reciprocal's and
+    the last truncations be 1 ulp low; the exp stays exact; the output is within
+    ``softmax_faithful_bound`` of the ideal.
 
 The OT session is passed explicitly as the second argument of every party function (see
 ``nimbus.spec.nonlinear``).
@@ -51,18 +53,25 @@ from .protocols import ProtocolSpec, register_protocol
 __all__ = [
     "DEFAULT_TABLE", "RECIP_TABLE", "TANH_TABLE", "RECIP_ITERS", "SOFTMAX_TRUNC", "FN_TRUNC",
     "softmax_faithful_bound", "softmax_product_bits", "unary_faithful_bound", "entry_for", "horner_trunc_mode", "horner_product_bits", "is_faithful", "encode_mask", "recip_range",
-    "ideal_gelu", "ideal_tanh", "ideal_unary", "ideal_softmax", "ideal_reciprocal", "ideal_to_small",
+    "ideal_gelu", "ideal_tanh", "ideal_unary", "piecewise_merge_piece", "ideal_softmax", "ideal_reciprocal", "ideal_to_small",
+    "RC_BITS", "RC_TR", "RC_ERR_ULP", "recip_octave_segments", "recip_thresholds", "recip_segments",
     "gelu_cost", "tanh_cost", "unary_cost", "softmax_cost",
     "RSQRT_TABLE", "RSQRT_ITERS", "LN_K", "LN_FV", "LN_FD", "LN_PMIN", "LN_PMAX", "rsqrt_entry",
     "ideal_rsqrt", "ideal_layernorm", "layernorm_cost", "ideal_reciprocal_ring", "reciprocal_cost",
     "ideal_rsqrt_ring", "rsqrt_cost", "RSQ_K", "rsq_thresholds", "rsq_segments",
-    "LN_GAMMA_BITS", "LN_OUT_BITS", "gamma_digits", "gamma_ring_bits", "encode_gamma", "gamma_flow",
+    "LN_GAMMA_BITS", "LN_OUT_BITS", "ln_shifts", "ln_downcast_flow", "gamma_digits", "gamma_ring_bits", "encode_gamma", "gamma_flow",
 ]
 
 DEFAULT_TABLE = "nimbus-prototype"  #: the prototype's coefficients: the initial table
-RECIP_TABLE = "ours-minilm-global"  #: the initial approximation of 1/x on [1/2, 1)
+RECIP_TABLE = "ours-minilm-global"  #: the reciprocal's ring and scale (its quadratic on [1/2, 1) is no longer used)
 TANH_TABLE = "ours-minilm-global"  #: the prototype has no tanh
-RECIP_ITERS = 2  #: Newton steps (the certificate's ``newton_iterations_to_2^-f``)
+RECIP_ITERS = 0  #: (legacy) Newton steps: none (the thermometer's piecewise-linear fit is the approximation)
+RC_BITS = 42  #: ring of the per-segment lines R = A + B S (R < 2^39: known MSB)
+RC_TR = 24  #: fraction bits of the lines' constants beyond the output's 2^f
+RC_FIT_ULP = 0.75  #: fit error per octave, in ulp of 1/s: sets the segments per octave K_j
+RC_ERR_ULP = 1.3  #: |r - 2^(2f)/S| <= RC_ERR_ULP (fit + rounding; checked exhaustively in the tests)
+RC_RADIX = 3  #: millionaire radix of the thermometer (f + J + 1 bits: 8 leaves for J = 8, 3 AND levels)
+RC_TR_RADIX = 6  #: millionaire radix of the final truncation by RC_TR (4 leaves: 2 levels)
 FN_TRUNC = ("exact", "faithful")
 SOFTMAX_TRUNC = "faithful"
 
@@ -247,18 +256,69 @@ def ideal_unary(X, params, in_frac, table: str, function: str) -> np.ndarray:
     return _to_ring(y << np.int64(params.linear.frac - f), params.linear.bits)
 
 
-def ideal_reciprocal(s: np.ndarray, entry: dict, J: int, iters: int = RECIP_ITERS) -> np.ndarray:
-    """See the module docstring; s and the result are signed int64 at scale 2^f."""
-    l, f = int(entry["ring_bits"]), int(entry["frac_bits"])
-    s = np.asarray(s, dtype=np.int64)
-    p = sum((s >= (1 << (f + j))).astype(np.int64) for j in range(J))
-    P = np.left_shift(np.int64(1), np.int64(J) - p)
-    sp = _floor_div(s * P, l, J)
-    y = _fxp.evaluate_fxp_array(entry, sp)
-    for _ in range(iters):
-        e = _lift((2 << f) - _floor_div(sp * y, l, f), l)
-        y = _floor_div(y * e, l, f)
-    return _floor_div(y * P, l, J)
+def recip_octave_segments(j: int, f: int) -> int:
+    """K_j, the segments of octave j (s in [2^j, 2^(j+1))): the minimax line of 1/s on a segment
+    of ratio rho = 2^(1/K) is within (sqrt(rho) - 1)^2 / (2 rho) of it, relatively; 1/s is at
+    most 2^(f-j) ulp there, so K_j is the smallest K with that times 2^(f-j) <= RC_FIT_ULP
+    (37 segments for j = -1 down to 3 for j = 7 at f = 13)."""
+    K = 1
+    while True:
+        rho = 2.0 ** (1.0 / K)
+        if (math.sqrt(rho) - 1) ** 2 / (2 * rho) * 2.0 ** (f - j) <= RC_FIT_ULP:
+            return K
+        K += 1
+
+
+@lru_cache(maxsize=None)
+def recip_thresholds(J: int, f: int) -> tuple:
+    """The thermometer's thresholds for S = s 2^f in [2^(f-1), 2^(f+J)): per octave j = -1 ..
+    J-1, ceil(2^(f + j + i/K_j)) for i = 1 .. K_j (exact integer roots; the octave boundaries
+    2^(f+j+1) are among them), without the domain's end; distinct, increasing. Segment s
+    (s = number of thresholds <= S) is [T_(s-1), T_s) with T_(-1) = 2^(f-1)."""
+    out = []
+    for j in range(-1, J):
+        K = recip_octave_segments(j, f)
+        for i in range(1, K + 1):
+            if j == J - 1 and i == K:
+                break
+            t = _iroot_ceil(K * (f + j) + i, K)
+            if not out or t > out[-1]:
+                out.append(t)
+    return tuple(out)
+
+
+@lru_cache(maxsize=None)
+def recip_segments(J: int, f: int) -> tuple:
+    """Per segment s: (A_s, B_s) with R = A_s + B_s S ~ 2^RC_TR 2^(2f) / S (+ 2^(RC_TR-1), so
+    that the floor by 2^RC_TR rounds to nearest): the minimax line of the convex C / S on
+    [lo, hi] (C = 2^(2f)): slope b = -C / (lo hi), tangent point c = sqrt(lo hi), the secant moved
+    by half the gap. Deterministic: IEEE arithmetic and sqrt only, then rounding to integers."""
+    T = recip_thresholds(J, f)
+    bounds = [1 << (f - 1)] + list(T) + [1 << (f + J)]
+    C, sc = 2.0 ** (2 * f), 2.0 ** RC_TR
+    out = []
+    for s in range(len(T) + 1):
+        lo, hi = float(bounds[s]), float(bounds[s + 1])
+        b = -C / (lo * hi)
+        c = math.sqrt(lo * hi)
+        gap = C / c - (C / lo + b * (c - lo))  # <= 0: the curve is below its secant
+        a = C / lo - b * lo + gap / 2
+        A = int(math.floor(a * sc + 0.5)) + (1 << (RC_TR - 1))
+        B = int(math.floor(b * sc + 0.5))
+        if not 0 < A < (1 << (RC_BITS - 2)) or not 0 <= A + B * bounds[s + 1] < (1 << (RC_BITS - 3)):
+            raise ParameterError("reciprocal constants out of range")
+        out.append((A, B))
+    return tuple(out)
+
+
+def ideal_reciprocal(s: np.ndarray, entry: dict, J: int) -> np.ndarray:
+    """See the module docstring; s and the result are signed int64 at scale 2^f (the entry's
+    frac_bits). Domain 2^(f-1) <= s < 2^(f+J); garbage outside."""
+    f = int(entry["frac_bits"])
+    S = np.asarray(s, dtype=np.int64)
+    seg = np.searchsorted(np.array(recip_thresholds(J, f), dtype=np.int64), S, side="right")
+    c = np.array(recip_segments(J, f), dtype=np.int64)
+    return (c[seg, 0] + c[seg, 1] * S) >> np.int64(RC_TR)
 
 
 @lru_cache(maxsize=None)
@@ -339,7 +399,7 @@ def _f_to_linear(params, n: int, l: int) -> Flow:
     return _f_trunc(n, l, 0, "msb", L - l, L, 4) if l < L else Flow()
 
 
-def _f_poly(n: int, coeffs, l: int, f: int, mode: str, kbits=None) -> Flow:
+def _f_poly(n: int, coeffs, l: int, f: int, mode: str, kbits=None, extra=()) -> Flow:
     fl = Flow()
     d = len(coeffs) - 1
     for k in range(d - 1, -1, -1):
@@ -347,14 +407,28 @@ def _f_poly(n: int, coeffs, l: int, f: int, mode: str, kbits=None) -> Flow:
             kb = kbits[d - 2 - k] if kbits else l
             fl = fl + _f_mul(n, kb) + _f_trunc(n, kb, f, mode, l - kb + f, l, 4)
         else:
-            fl = fl + _f_trunc(n, l, f, mode, f, l, 4)
+            fl = fl + _f_trunc(n, l, f, mode, f, l, 4, extra)
     return fl
+
+
+def piecewise_merge_piece(entry: dict, domain_hi=None, faithful: bool = False) -> int | None:
+    """The piece whose first Horner truncation carries the breakpoints' DReLU in its millionaire
+    batch: the first polynomial piece (degree >= 1) whose truncation mode has a millionaire
+    (``exact``, or ``msb`` by f > 0 bits); None: the DReLU runs alone, after the pieces."""
+    f = int(entry["frac_bits"])
+    for j, pc in enumerate(entry["pieces"]):
+        if pc["kind"] == "poly" and len(pc["coeffs"]) >= 2 and f > 0 \
+                and horner_trunc_mode(entry, j, domain_hi, faithful) in ("exact", "msb"):
+            return j
+    return None
 
 
 def _f_piecewise(n: int, entry: dict, domain_hi=None, faithful=False) -> Flow:
     l, f = int(entry["ring_bits"]), int(entry["frac_bits"])
     pieces = entry["pieces"]
-    fl = _f_drelu(n * (len(pieces) - 1), l, 4) if len(pieces) > 1 else Flow()
+    cmp = [(n * (len(pieces) - 1), l - 1)] if len(pieces) > 1 else []
+    merge = piecewise_merge_piece(entry, domain_hi, faithful) if cmp else None
+    fl = Flow()
     nz = 0
     for j, pc in enumerate(pieces):
         if pc["kind"] == "zero":
@@ -362,21 +436,23 @@ def _f_piecewise(n: int, entry: dict, domain_hi=None, faithful=False) -> Flow:
         nz += 1
         if pc["kind"] == "poly":
             fl = fl + _f_poly(n, pc["coeffs"], l, f, horner_trunc_mode(entry, j, domain_hi, faithful),
-                              horner_product_bits(entry, j, domain_hi))
+                              horner_product_bits(entry, j, domain_hi), cmp if j == merge else ())
         elif pc["kind"] == "pow2chain":
             fl = fl + _f_trunc(n, l, int(pc["n"]), "exact", int(pc["n"]), l, 4)
             for _ in range(int(pc["n"])):
                 fl = fl + _f_acot(_gilboa(n, l, 1), []) + _f_trunc(n, l, f, "msb1" if faithful else "msb", f, l, 4)
+    if cmp and merge is None:
+        fl = fl + _f_millionaire(cmp, 4)
     return fl + (_f_mux(n * nz, l) if nz else Flow())
 
 
-def _f_reciprocal(n: int, entry: dict, J: int, iters: int, mode: str) -> Flow:
+def _f_reciprocal(n: int, entry: dict, J: int, mode: str) -> Flow:
     l, f = int(entry["ring_bits"]), int(entry["frac_bits"])
-    fl = _f_drelu(n * J, l, 4) + _f_acot([], [(n * (J + 1), l)]) + _f_mul(n, l) + _f_trunc(n, l, J, mode, J, l, 4)
-    fl = fl + _f_poly(n, entry["pieces"][0]["coeffs"], l, f, mode)
-    for _ in range(iters):
-        fl = fl + _f_mul(n, l) + _f_trunc(n, l, f, mode, f, l, 4) + _f_mul(n, l) + _f_trunc(n, l, f, mode, f, l, 4)
-    return fl + _f_mul(n, l) + _f_trunc(n, l, J, mode, J, l, 4)
+    nT = len(recip_thresholds(J, f))
+    fl = _f_millionaire([(n * nT, f + J + 1)], RC_RADIX)  # the thermometer
+    fl = fl + _f_trunc(n, l, 0, "msb", RC_BITS - l, RC_BITS, 4)  # S up-cast into Z_2^RC_BITS
+    fl = fl + _f_mux(n * (nT + 1), RC_BITS)  # the segment's line
+    return fl + _f_trunc(n, RC_BITS, RC_TR, mode, RC_TR, RC_BITS, RC_TR_RADIX)
 
 
 def _n(shape) -> int:
@@ -439,7 +515,7 @@ def softmax_cost(params, shape, in_frac: int | None = None, table: str = DEFAULT
     rl, rf = int(rent["ring_bits"]), int(rent["frac_bits"])
     if (l, f) != (rl, rf):
         fl = fl + _f_downcast(n, f - rf, rl, "exact", 4)
-    fl = fl + _f_reciprocal(rows, rent, recip_range(cols, ent), RECIP_ITERS, mode)
+    fl = fl + _f_reciprocal(rows, rent, recip_range(cols, ent), mode)
     L, sh = params.linear.bits, 2 * rf - params.linear.frac
     kb = softmax_product_bits(params, cols, table)
     fl = fl + _f_mul_rows(rows, cols, kb) + _f_trunc(n, kb, sh, mode, L - kb + sh, L, 4)
@@ -481,7 +557,7 @@ for _name, _ideal, _cost, _ref in (
 # -- LayerNorm -------------------------------------------------------------------------------------
 RSQRT_TABLE = "ours-minilm-global"  #: (legacy) quadratic of 1/sqrt(x) on [1/4, 1): no longer used
 RSQRT_ITERS = 0  #: Newton steps: none (the thermometer's piecewise-linear fit is the approximation)
-LN_K = 30  #: 1/n as round(2^K / n) (the mean; also the model's pooler)
+LN_K = 30  #: 1/n as round(2^K / n) (the model's mean pooling; LayerNorm needs no mean)
 LN_MAX_FEATURES = 1024  #: |z-score| <= sqrt(n - 1) < 32 needs n <= 1024 (LN_FD)
 LN_FV = 6  #: fraction bits of x - mean when squared (|x - mean| < 512)
 LN_FD = 12  #: fraction bits of x - mean in the final product (|z-score| < 32, true for n <= 1024)
@@ -497,12 +573,23 @@ LN_DC_RADIX = 3  #: millionaire radix of LayerNorm's two down-cast carries (fewe
 
 
 def _ln_consts(params, n: int, eps: float):
-    """(c, E): c = round(2^K / n) (the mean's public reciprocal) and the eps term
-    E = max(1, round(eps C)), C = n 2^(2 FV) (V = sum dv^2 + E = C (var + eps))."""
+    """(k, E): k = ceil(log2 n), so that u / 2^k = c_n (x - mean) with u = n x - sum x (exact, no
+    truncation) and c_n = n / 2^k in (1/2, 1]; the eps term E = max(1, round(eps C)),
+    C = n c_n^2 2^(2 FV) (V = sum dv^2 + E = C (var + eps))."""
     if not 1 <= n <= LN_MAX_FEATURES:  # |z-score| <= sqrt(n - 1) < 32 needs n <= 1024 (LN_FD)
         raise ParameterError(f"LayerNorm over {n} features: supported up to {LN_MAX_FEATURES}")
-    C = float(n) * 2.0 ** (2 * LN_FV)
-    return round((1 << LN_K) / n), max(1, int(math.floor(eps * C + 0.5)))
+    k = (n - 1).bit_length()
+    C = float(n) * (n / float(1 << k)) ** 2 * 2.0 ** (2 * LN_FV)
+    return k, max(1, int(math.floor(eps * C + 0.5)))
+
+
+def ln_shifts(params, n: int, in_frac: int | None = None) -> tuple:
+    """The truncations of u = n x - sum x (scale 2^in_frac) into dv (2^FV) and dd (2^FD)."""
+    in_frac = params.linear.frac if in_frac is None else int(in_frac)
+    if not params.linear.frac <= in_frac <= 2 * params.linear.frac:
+        raise ShapeError(f"LayerNorm input scale 2^{in_frac} outside [2^F, 2^2F]")
+    k = (n - 1).bit_length()
+    return in_frac - LN_FV + k, in_frac - LN_FD + k
 
 
 def _iroot_ceil(i: int, k: int) -> int:
@@ -596,18 +683,19 @@ def ideal_rsqrt(v: np.ndarray, params) -> np.ndarray:
     return _rsq_core(np.asarray(v, dtype=np.int64), math.sqrt(2.0) ** f, f)
 
 
-def ideal_layernorm(X, params, eps: float = 1e-12, beta=None, gamma=None) -> np.ndarray:
+def ideal_layernorm(X, params, eps: float = 1e-12, beta=None, gamma=None, in_frac: int | None = None) -> np.ndarray:
     """(x - mean) / sqrt(var + eps) (+ beta, the server's) over the last axis, exact semantics
-    (n features, F = linear.frac, f = nonlinear.frac), in the linear ring at scale 2^F:
-    s = sum x; mu = floor(s c / 2^K), c = round(2^K / n); d = x - mu;
-    dv = floor(d / 2^(F-FV)) in Z_2^l; SS = sum dv^2 (squares in Z_2^l, extended, summed);
-    V = SS + E, E = max(1, round(eps C)), C = n 2^(2FV) (so V = C (var + eps): the variance
-    needs no truncation); r = ``_rsq_core(V, G, f)`` with G = sqrt(n) 2^FV, i.e.
-    r ~ 2^f / sqrt(var + eps) (the thermometer's piecewise-linear fit, rounded);
-    dd = floor(d / 2^(F-FD)) in Z_2^l; out = floor(lift_l(dd r) / 2^(FD+f-F)).
-    Error against float64: r within 3.6e-4 relative of 1/sqrt(var + eps) plus 2^-(f+1), d within
-    2^-FD: |out - z| <~ 3.6e-4 |z| + 2^-(f+1) |d| + 2^-FD r + 2^-F (measured 2e-4 mean, 5e-3 max
-    at 128x768; was 1e-4 / 2.8e-3 with normalisation + 2 Newton steps at 56 RT; now 18 RT).
+    (n features, input scale 2^in_frac with F <= in_frac <= 2F (default F = linear.frac; 2F
+    right after a linear layer: its truncation is fused in), f = nonlinear.frac), in the linear
+    ring at scale 2^F: u = n x - sum x (exact: n (x - mean), no division); k = ceil(log2 n);
+    dv = floor(u / 2^(in_frac-FV+k)) in Z_2^l (c_n (x - mean) at 2^FV, c_n = n / 2^k);
+    SS = sum dv^2 (squares in Z_2^l, extended, summed); V = SS + E, E = max(1, round(eps C)),
+    C = n c_n^2 2^(2FV) (so V = C (var + eps): no truncation for the mean or the variance);
+    r = ``_rsq_core(V, G, f)`` with G = sqrt(n) 2^FV, i.e. r ~ 2^f / (c_n sqrt(var + eps))
+    (the thermometer's piecewise-linear fit, rounded); dd = floor(u / 2^(in_frac-FD+k)) in
+    Z_2^l; out = floor(lift_l(dd r) / 2^(FD+f-F)) (c_n cancels).
+    Error against float64: r within 3.6e-4 relative of 1/(c_n sqrt(var + eps)) plus 2^-(f+1),
+    dd within 2^-FD: |out - z| <~ 3.6e-4 |z| + 2^-(f+1) |d| + 2^-FD r + 2^-F.
     With the server's gamma: out = floor(out * g / 2^F), g = floor(gamma 2^F + 1/2)
     (a one-sided product in the linear ring; where the output only feeds a linear layer, fold
     gamma into it instead: W' = diag(gamma) W, exact over the reals). beta: + floor(beta 2^F + 1/2)."""
@@ -616,16 +704,15 @@ def ideal_layernorm(X, params, eps: float = 1e-12, beta=None, gamma=None) -> np.
     X = np.asarray(X, dtype=np.uint64)
     shp = X.shape
     n = shp[-1]
-    c, E = _ln_consts(params, n, eps)
-    x = X.reshape(-1, n).view(np.int64)
-    s = x.sum(axis=1, dtype=np.int64)
-    mu = _floor_div(s * c, L, LN_K)
-    d = x - mu[:, None]
-    dv = _lift(_floor_div(d, L, F - LN_FV), l)
+    k, E = _ln_consts(params, n, eps)
+    kv, kd = ln_shifts(params, n, in_frac)
+    x = X.reshape(-1, n)
+    u = (x * np.uint64(n) - x.sum(axis=1, dtype=np.uint64)[:, None]).view(np.int64)  # mod 2^64
+    dv = _lift(_floor_div(u, L, kv), l)
     q = _lift(dv * dv, l)
     V = q.sum(axis=1, dtype=np.int64) + E
     r = _rsq_core(V, math.sqrt(n) * 2.0 ** LN_FV, f)
-    dd = _lift(_floor_div(d, L, F - LN_FD), l)
+    dd = _lift(_floor_div(u, L, kd), l)
     out = _floor_div(_lift(dd * _lift(r, l)[:, None], l), l, LN_FD + f - F)
     if gamma is not None:
         out = _floor_div(out * encode_gamma(gamma, n, params)[None, :], L, F)
@@ -690,17 +777,25 @@ def gamma_flow(params, N: int) -> Flow:
     return fl + (_f_trunc(N, k, F, "msb", L - k + F, L, 4) if k < L else _f_trunc(N, L, F, "msb", F, L, 4))
 
 
-def layernorm_cost(params, shape, eps: float = 1e-12, gamma: bool = False) -> Cost:
-    """LayerNorm: per row one known-MSB truncation (the mean) and one rsqrt; per element two exact
-    down-casts of x - mean (one millionaire batch, one B2A batch), one square, one up-cast, one
-    product by the per-row rsqrt (vector ACOTs) and a fused truncation + up-cast."""
+def ln_downcast_flow(N: int, shifts, l: int, L: int) -> Flow:
+    """The two down-casts of u: ONE millionaire batch for the carries (radix LN_DC_RADIX) and ONE
+    ACOT batch for their B2A and, where the wrap does not vanish mod 2^l (L - k < l), for the
+    known-MSB wrap at l - (L - k) bits."""
+    fl = _f_millionaire([(N, k) for k in shifts], LN_DC_RADIX)
+    wraps = [(N, l - (L - k)) for k in shifts if L - k < l]
+    return fl + _f_acot([], [(N, l) for _ in shifts] + wraps)
+
+
+def layernorm_cost(params, shape, eps: float = 1e-12, gamma: bool = False, in_frac: int | None = None) -> Cost:
+    """LayerNorm: per element two exact down-casts of u = n x - sum x (one millionaire batch,
+    one ACOT batch), one square, one up-cast, one product by the per-row rsqrt (vector ACOTs)
+    and a fused truncation + up-cast; per row one rsqrt. No truncation for the mean."""
     L, F = params.linear.bits, params.linear.frac
     l, f = params.nonlinear.bits, params.nonlinear.frac
     shape = tuple(shape)
     N, n = _n(shape), shape[-1]
     rows = N // n
-    fl = _f_trunc(rows, L, LN_K, "msb", LN_K, L, 4)
-    fl = fl + _f_millionaire([(N, F - LN_FV), (N, F - LN_FD)], LN_DC_RADIX) + _f_acot([], [(N, l), (N, l)])
+    fl = ln_downcast_flow(N, ln_shifts(params, n, in_frac), l, L)
     fl = fl + _f_acot(_gilboa(N, l, 1), []) + _f_trunc(N, l, 0, "msb", L - l, L, 4)
     fl = fl + _f_rsqrt(rows, params)
     fl = fl + _f_mul_rows(rows, n, l)
@@ -733,10 +828,11 @@ def ideal_reciprocal_ring(s, params, J: int, trunc: str = "exact") -> np.ndarray
 
 
 def reciprocal_cost(params, shape, J: int, trunc: str = "exact") -> Cost:
-    """Reciprocal: a J-threshold DReLU batch, B2A, normalising product, the initial polynomial,
-    RECIP_ITERS Newton steps (two products each), the de-normalising product."""
+    """Reciprocal: one thermometer millionaire batch (``recip_thresholds``: 123 comparisons per
+    value for J = 8), the up-cast of s (one ACOT), one mux batch (the segment's line), one
+    known-MSB truncation: 15 flights (was 64 with normalisation and 2 Newton steps)."""
     rent = entry_for(RECIP_TABLE, "reciprocal", params)
-    return _f_reciprocal(_n(tuple(shape)), rent, J, RECIP_ITERS, "msb1" if is_faithful(trunc) else "msb").cost()
+    return _f_reciprocal(_n(tuple(shape)), rent, J, "msb1" if is_faithful(trunc) else "msb").cost()
 
 
 def ideal_rsqrt_ring(v, params) -> np.ndarray:

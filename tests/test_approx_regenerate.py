@@ -132,3 +132,18 @@ def test_chain_search_respects_the_overflow_margin():
     poly = [p for p in entry["pieces"] if p["kind"] == "poly"][0]
     X = abs(poly["lo"]) / 2**13
     assert certify.overflow_margin_bits(poly, 32, 13, X) > 0
+
+
+def test_check_tolerates_only_float_report_noise():
+    """--check: a least-squares objective may differ in its last digits between CPUs (seen:
+    6.81035e-07 vs 6.80982e-07); any other difference, a coefficient included, is stale."""
+    from nimbus.approx.regenerate import _same
+
+    old = {"entries": {"gelu": {"pieces": [{"coeffs": [1, 2]}]}},
+           "fits": {"gelu": {"objective_float": "6.81035e-07", "objective_fxp": "9.00588e-07"}}}
+    noisy = {"entries": {"gelu": {"pieces": [{"coeffs": [1, 2]}]}},
+             "fits": {"gelu": {"objective_float": "6.80982e-07", "objective_fxp": "9.00588e-07"}}}
+    assert _same(old, noisy)
+    assert not _same(old, {**noisy, "fits": {"gelu": {"objective_float": "6.9e-07", "objective_fxp": "9.00588e-07"}}})
+    assert not _same(old, {**noisy, "entries": {"gelu": {"pieces": [{"coeffs": [1, 3]}]}}})
+    assert not _same(old, {**noisy, "fits": {"gelu": {"objective_float": "6.80982e-07", "objective_fxp": "9.0059e-07"}}})

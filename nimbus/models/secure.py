@@ -149,14 +149,14 @@ def _trunc(ctx: Ctx, ot, x: np.ndarray) -> Proto[np.ndarray]:
     return y.reshape(shp)
 
 
-def _ln(ctx: Ctx, ot, party, x: np.ndarray, k: int) -> Proto[np.ndarray]:
+def _ln(ctx: Ctx, ot, party, x: np.ndarray, k: int, in_frac: int | None = None) -> Proto[np.ndarray]:
     arch = party.arch if ctx.is_client else party.model.arch
     nl = ctx.impl.nonlinear
     if ctx.is_client:
         has_gamma = party.ln_has_gamma[k]
-        return (yield from nl.layernorm_client(ctx, ot, x, arch.eps, None, True if has_gamma else None))
+        return (yield from nl.layernorm_client(ctx, ot, x, arch.eps, None, True if has_gamma else None, in_frac))
     g, b = party.model.ln[k]
-    return (yield from nl.layernorm_server(ctx, ot, x, arch.eps, b, g))
+    return (yield from nl.layernorm_server(ctx, ot, x, arch.eps, b, g, in_frac))
 
 
 def query(ctx: Ctx, ot, party, n: int, padded: bool, tokens=None, valid=None) -> Proto[np.ndarray | None]:
@@ -196,15 +196,13 @@ def query(ctx: Ctx, ot, party, n: int, padded: bool, tokens=None, valid=None) ->
         cv = yield from _matmul(c.sub("PV"), party, p, v)
         cv = yield from _trunc(c.sub("Trunc_pv"), ot, cv)
         cv = np.ascontiguousarray(cv.transpose(1, 0, 2).reshape(n, d))
-        a = yield from _lin(c.sub("Linear_o"), party, cv, f"layer{i}.o")
-        a = yield from _trunc(c.sub("Trunc_o"), ot, a)
-        h = yield from _ln(c.sub("LayerNorm1"), ot, party, (x + a), 2 * i + 1)
+        a = yield from _lin(c.sub("Linear_o"), party, cv, f"layer{i}.o")  # 2^2F: LN1 truncates
+        h = yield from _ln(c.sub("LayerNorm1"), ot, party, (x << np.uint64(F)) + a, 2 * i + 1, 2 * F)
         g = yield from _lin(c.sub("Linear_h1"), party, h, f"layer{i}.h1")
         gelu = nl.gelu_client if client else nl.gelu_server
         g = yield from gelu(c.sub("GELU"), ot, g, 2 * F, cfg.gelu_table, cfg.gelu_trunc)
-        y = yield from _lin(c.sub("Linear_h2"), party, g, f"layer{i}.h2")
-        y = yield from _trunc(c.sub("Trunc_h2"), ot, y)
-        x = yield from _ln(c.sub("LayerNorm2"), ot, party, (h + y), 2 * i + 2)
+        y = yield from _lin(c.sub("Linear_h2"), party, g, f"layer{i}.h2")  # 2^2F: LN2 truncates
+        x = yield from _ln(c.sub("LayerNorm2"), ot, party, (h << np.uint64(F)) + y, 2 * i + 2, 2 * F)
     hd = ctx.sub("Head")  # 3. pooling, pooler, head
     if arch.pooling == "cls":
         pooled = np.ascontiguousarray(x[:1])
