@@ -198,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.check:
             if not path.is_file() or not _same(json.loads(path.read_text()), json.loads(text)):
                 stale.append(path.name)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file() or not _same(json.loads(path.read_text()), json.loads(text)):
+            path.parent.mkdir(parents=True, exist_ok=True)  # (float report noise alone: kept)
             path.write_text(text)
     if stale:
         print("stale generated files: " + ", ".join(stale) +

@@ -423,22 +423,46 @@ def apply_gamma(ctx: Ctx, ot, x: np.ndarray, g) -> Proto[np.ndarray]:
 
 def downcast_pair(ctx: Ctx, ot, X: np.ndarray, bits: int, ks, out_bits: int, m: int = 4) -> Proto[list]:
     """floor(lift(X) / 2^k) mod 2^out_bits for each k in ks, the carries of all of them by ONE
-    millionaire batch and ONE ACOT batch. Where bits - k >= out_bits the wrap vanishes mod
-    2^out_bits (as ``P.downcast_trunc(.., "exact")``); otherwise the pre-condition
-    |X| < 2^(bits-2) gives it from the shares' top bits (known MSB, as ``P.trunc(.., "msb")``),
-    B2A'd in the same ACOT batch at out_bits - (bits - k) bits. Cost: ``ln_downcast_flow``.
-    [NIMBUS24, §4.3; Cheetah, §5]"""
+    millionaire batch (+ one AND batch) and ONE ACOT batch. The smallest k0 gets its carry
+    c_k0 from a millionaire on its k0 low bits; a larger k (where 2 (k - k0) < k,
+    ``F.ln_prefix``) from the bits [k0, k) only: c_k = [A > B] ^ ([A == B] & c_k0), A and B the
+    parties' blocks of those bits (as in the millionaire's tree), [A == B] = 1 ^ [A > B] ^ [B > A]
+    from two comparisons of w = k - k0 bits in the same batch. Where bits - k >= out_bits the
+    wrap vanishes mod 2^out_bits (as ``P.downcast_trunc(.., "exact")``); otherwise the
+    pre-condition |X| < 2^(bits-2) gives it from the shares' top bits (known MSB, as
+    ``P.trunc(.., "msb")``), B2A'd in the same ACOT batch at out_bits - (bits - k) bits.
+    Cost: ``ln_downcast_flow``. [NIMBUS24, §4.3; Cheetah, §5; CrypTFlow2, §4.1]"""
     X = np.ascontiguousarray(X, dtype=np.uint64).reshape(-1)
     msb = any(bits - k < out_bits for k in ks)
     off = np.uint64(1 << (bits - 2 if msb else bits - 1))
     u = (X + off) & ring_mask(bits) if ctx.is_client else X  # 1. shift to a non-negative value
-    groups = []
     for k in ks:
         if not 1 <= k < bits - 1:
             raise ParameterError(f"downcast_pair cannot truncate Z_2^{bits} by {k}")
+    k0 = min(ks)
+    pre = [k for k in ks if F.ln_prefix(k0, k)]  # carries derived from c_k0
+    full = [k for k in ks if k not in pre]
+    groups = []
+    for k in full:  # 2. carry = [a > 2^k - 1 - b] on the k low bits
         lowk = ring_mask(k)
         groups.append((u & lowk if ctx.is_client else lowk - (u & lowk), k))
-    carries = yield from P.millionaire(ctx.sub("cmp"), ot, groups, m)  # 2. the carries
+    for k in pre:  # [A > B] and [B > A] on the bits [k0, k)
+        w = k - k0
+        lw = ring_mask(w)
+        blk = (u >> np.uint64(k0)) & lw
+        a = blk if ctx.is_client else lw - blk
+        groups += [(a, w), (lw - a, w)]
+    res = yield from P.millionaire(ctx.sub("cmp"), ot, groups, m)
+    cm = dict(zip(full, res[:len(full)]))
+    if pre:  # 2b. c_k = gt ^ (eq & c_k0), eq = 1 ^ gt ^ lt: one AND batch
+        gts, lts = res[len(full)::2], res[len(full) + 1::2]
+        one = np.uint8(1 if ctx.is_client else 0)
+        eqs = [g ^ t ^ one for g, t in zip(gts, lts)]
+        z = yield from P.and_bits(ctx.sub("pre"), ot, np.concatenate(eqs), np.tile(cm[k0], len(pre)))
+        n = u.size
+        for i, k in enumerate(pre):
+            cm[k] = gts[i] ^ z[i * n:(i + 1) * n]
+    carries = [cm[k] for k in ks]
     wk = [k for k in ks if bits - k < out_bits]  # 3. their B2A, and the wraps (w = msb_c OR msb_s)
     mb = ((u >> np.uint64(bits - 1)) & np.uint64(1)).astype(np.uint8)
     mbu = mb.astype(np.uint64)

@@ -45,7 +45,7 @@ from .cost import Cost
 from .prg import PRG
 from .errors import ParameterError, ShapeError
 from .nonlinear import (
-    IdealCotSession, Flow, _f_acot, _f_downcast, _f_drelu, _f_max, _f_millionaire, _f_mul_rows, _f_mux, _f_trunc, _gilboa,
+    IdealCotSession, Flow, _f_acot, _f_and, _f_downcast, _f_drelu, _f_max, _f_millionaire, _f_mul_rows, _f_mux, _f_trunc, _gilboa,
     ring_mask,
 )
 from .protocols import ProtocolSpec, register_protocol
@@ -59,7 +59,7 @@ __all__ = [
     "RSQRT_TABLE", "RSQRT_ITERS", "LN_K", "LN_FV", "LN_FD", "LN_PMIN", "LN_PMAX", "rsqrt_entry",
     "ideal_rsqrt", "ideal_layernorm", "layernorm_cost", "ideal_reciprocal_ring", "reciprocal_cost",
     "ideal_rsqrt_ring", "rsqrt_cost", "RSQ_K", "rsq_thresholds", "rsq_segments",
-    "LN_GAMMA_BITS", "LN_OUT_BITS", "ln_shifts", "ln_downcast_flow", "gamma_digits", "gamma_ring_bits", "encode_gamma", "gamma_flow",
+    "LN_GAMMA_BITS", "LN_OUT_BITS", "ln_shifts", "ln_downcast_flow", "ln_prefix", "gamma_digits", "gamma_ring_bits", "encode_gamma", "gamma_flow",
 ]
 
 DEFAULT_TABLE = "nimbus-prototype"  #: the prototype's coefficients: the initial table
@@ -225,15 +225,14 @@ def _to_ring(v: np.ndarray, bits: int) -> np.ndarray:
 
 def softmax_faithful_bound(n: int = 0, params=None) -> float:
     """Declared |faithful - exact| of softmax outputs (reals). The exp is exact in both modes;
-    faithful truncations (each 1 ulp low at most) sit in the reciprocal and the final product:
-    the last Newton step loses <= 1 ulp in (2 - s' y) and <= 1 in y (|dy| <= 3 * 2^-f, y < 2),
-    the de-normalisation <= 1 more, the normalisation of s <= 1 ulp of s' (relative 2^(1-f), so
-    <= 2 * 2^-f on y <= 2): |dr| <= 6 * 2^-f; e <= 1.04 (exp tables), plus the final
-    truncation's 2^-frac: bound 8 * 2^-f + 2^-frac (about 0.001 for f = 13)."""
+    faithful truncations (each 1 ulp low at most) sit in the reciprocal's last truncation
+    (|dr| <= 2^-f; the thermometer and the lines are exact) and the final product's: e <= 1.04
+    (exp tables) gives |e dr| <= 1.04 * 2^-f, plus the final truncation's 2^-frac: bound
+    2 * 2^-f + 2^-frac (about 2.5e-4 for f = 13)."""
     f, fo = 13, 18
     if params is not None:
         f, fo = params.nonlinear.frac, params.linear.frac
-    return 8 * 2.0**-f + 2.0**-fo
+    return 2 * 2.0**-f + 2.0**-fo
 
 
 def ideal_gelu(X, params, in_frac: int | None = None, table: str = DEFAULT_TABLE) -> np.ndarray:
@@ -777,11 +776,23 @@ def gamma_flow(params, N: int) -> Flow:
     return fl + (_f_trunc(N, k, F, "msb", L - k + F, L, 4) if k < L else _f_trunc(N, L, F, "msb", F, L, 4))
 
 
+def ln_prefix(k0: int, k: int) -> bool:
+    """Whether ``downcast_pair`` derives the carry of the k low bits from that of the k0 < k low
+    bits (two comparisons of k - k0 bits and one AND) instead of a millionaire on k bits."""
+    return k0 < k and 2 * (k - k0) < k
+
+
 def ln_downcast_flow(N: int, shifts, l: int, L: int) -> Flow:
-    """The two down-casts of u: ONE millionaire batch for the carries (radix LN_DC_RADIX) and ONE
-    ACOT batch for their B2A and, where the wrap does not vanish mod 2^l (L - k < l), for the
-    known-MSB wrap at l - (L - k) bits."""
-    fl = _f_millionaire([(N, k) for k in shifts], LN_DC_RADIX)
+    """The two down-casts of u: ONE millionaire batch for the carries (radix LN_DC_RADIX; the
+    larger shift's carry from the smaller one's, ``ln_prefix``: two comparisons of their
+    difference, then one AND batch) and ONE ACOT batch for their B2A and, where the wrap does not
+    vanish mod 2^l (L - k < l), for the known-MSB wrap at l - (L - k) bits."""
+    k0 = min(shifts)
+    pre = [k for k in shifts if ln_prefix(k0, k)]
+    groups = [(N, k) for k in shifts if k not in pre] + [(N, k - k0) for k in pre for _ in range(2)]
+    fl = _f_millionaire(groups, LN_DC_RADIX)
+    if pre:
+        fl = fl + _f_and(N * len(pre))
     wraps = [(N, l - (L - k)) for k in shifts if L - k < l]
     return fl + _f_acot([], [(N, l) for _ in shifts] + wraps)
 
