@@ -152,7 +152,7 @@ def reciprocal(ctx: Ctx, ot, S: np.ndarray, entry: dict, J: int, mode: str) -> P
     ONE millionaire batch for [S >= T_i] over ``recip_thresholds(J, f)`` (in Z_2^(f+J+2), where
     |S - T_i| fits), S up-cast into Z_2^RC_BITS (one ACOT, known MSB), ONE mux batch in which the
     segment's one-hot bit selects its line A_s + B_s S (local: public constants), the sum, and
-    one known-MSB truncation by RC_TR. 15 flights (64 with normalisation and 2 Newton steps).
+    one known-MSB truncation by RC_TR. 14 flights (64 with normalisation and 2 Newton steps).
     Semantics: ``nimbus.spec.nonlinear_fn.ideal_reciprocal``. [SIRNN, §4.2-4.3 (thermometer
     of comparisons); CrypTFlow2 (millionaire, mux)]"""
     l, f = int(entry["ring_bits"]), int(entry["frac_bits"])
@@ -544,8 +544,9 @@ def layernorm_client(ctx: Ctx, ot, x_c: np.ndarray, eps: float = 1e-12, beta=Non
     structure is public): a one-sided product in the linear ring and a truncation. ``beta`` is
     added to the server's share. Pre-conditions: |x - mean| < 512, n <= 1024.
     Returns: shares of ``ideal_layernorm`` in the linear ring at scale 2^linear.frac (bit for bit).
-    Cost: ``nonlinear_fn.layernorm_cost``: 30 flights at 128x768 (was 36 with a truncation for
-    the mean: u = n x - sum x needs none). Each party learns nothing.
+    Cost: ``nonlinear_fn.layernorm_cost``: 32 flights at 128x768 (36 with a truncation for the
+    mean: u = n x - sum x needs none; from 2^2F also 32, where a linear layer's truncation of 7
+    more flights is absorbed). Each party learns nothing.
     """
     return (yield from layernorm(ctx, ot, x_c, eps, beta, gamma, in_frac))
 

@@ -841,7 +841,7 @@ def ideal_reciprocal_ring(s, params, J: int, trunc: str = "exact") -> np.ndarray
 def reciprocal_cost(params, shape, J: int, trunc: str = "exact") -> Cost:
     """Reciprocal: one thermometer millionaire batch (``recip_thresholds``: 123 comparisons per
     value for J = 8), the up-cast of s (one ACOT), one mux batch (the segment's line), one
-    known-MSB truncation: 15 flights (was 64 with normalisation and 2 Newton steps)."""
+    known-MSB truncation: 14 flights (was 64 with normalisation and 2 Newton steps)."""
     rent = entry_for(RECIP_TABLE, "reciprocal", params)
     return _f_reciprocal(_n(tuple(shape)), rent, J, "msb1" if is_faithful(trunc) else "msb").cost()
 
