@@ -821,7 +821,7 @@ register_protocol(ProtocolSpec(
     name="nonlinear.layernorm", component="nonlinear", client="layernorm_client", server="layernorm_server",
     ideal=ideal_layernorm, cost=layernorm_cost,
     learns="Each party learns nothing: OT choice corrections, OT-masked values, Beaver openings.",
-    reference="[SIRNN, §4.3 (rsqrt by normalisation + Newton); CrypTFlow2; NIMBUS24, §5 (LayerNorm as in prior work)]",
+    reference="[SIRNN, §4.3 (rsqrt by a thermometer); CrypTFlow2; NIMBUS24, §5 (LayerNorm as in prior work)]",
     example=_fn_example("layernorm"),
 ))
 
@@ -829,9 +829,9 @@ register_protocol(ProtocolSpec(
 # -- reciprocal and rsqrt as protocols of their own ------------------------------------------------
 def ideal_reciprocal_ring(s, params, J: int, trunc: str = "exact") -> np.ndarray:
     """``ideal_reciprocal`` on ring elements of the non-linear ring (scale 2^f): 1/s for
-    2^-1 <= s < 2^J. Error against 1/s: the table's initial error squared twice by Newton, then
-    the fixed-point floor: measured <= 2 ulp (2.4e-4) on the whole range (relative 3% only where
-    1/s is itself a few ulp, s near 2^J)."""
+    2^-1 <= s < 2^J. Error against 1/s: the segment's line (<= RC_FIT_ULP) and the rounding:
+    <= RC_ERR_ULP ulp (1.6e-4) on the whole domain, checked for every s (relatively larger only
+    where 1/s is itself a few ulp, s near 2^J)."""
     rent = entry_for(RECIP_TABLE, "reciprocal", params)
     l = params.nonlinear.bits
     x = _lift(np.asarray(s, dtype=np.uint64).astype(np.int64), l)
@@ -883,7 +883,7 @@ register_protocol(ProtocolSpec(
     name="nonlinear.reciprocal", component="nonlinear", client="reciprocal_client", server="reciprocal_server",
     ideal=ideal_reciprocal_ring, cost=reciprocal_cost,
     learns="Each party learns nothing: OT choice corrections, OT-masked values, Beaver openings.",
-    reference="[SIRNN, §4.2 (normalisation + Newton); CrypTFlow2]", example=_recip_example("reciprocal"),
+    reference="[SIRNN, §4.2-4.3 (thermometer of comparisons); CrypTFlow2]", example=_recip_example("reciprocal"),
 ))
 register_protocol(ProtocolSpec(
     name="nonlinear.rsqrt", component="nonlinear", client="rsqrt_client", server="rsqrt_server",
