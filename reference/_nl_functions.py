@@ -22,7 +22,7 @@ from . import nonlinear as P
 
 __all__ = ["to_small", "to_linear", "poly_eval", "pow2chain", "piecewise", "reciprocal", "gelu",
            "softmax", "tanh", "gelu_client", "gelu_server", "softmax_client", "softmax_server",
-           "tanh_client", "tanh_server", "rsqrt", "rsqrt_core", "downcast_pair", "scale_by_server", "apply_gamma", "layernorm", "layernorm_client",
+           "tanh_client", "tanh_server", "rsqrt", "rsqrt_core", "segment_lines", "downcast_pair", "scale_by_server", "apply_gamma", "layernorm", "layernorm_client",
            "layernorm_server", "reciprocal_client", "reciprocal_server", "rsqrt_client", "rsqrt_server"]
 
 
@@ -162,25 +162,18 @@ def reciprocal(ctx: Ctx, ot, S: np.ndarray, entry: dict, J: int, mode: str) -> P
     T = F.recip_thresholds(J, f)
     consts = F.recip_segments(J, f)
     cb = f + J + 2  # |S - T| < 2^(f+J+1)
-    cmk, low = ring_mask(cb), ring_mask(cb - 1)
+    cmk = ring_mask(cb)
     # 1. thermometer t_i = [S >= T_i] = 1 ^ msb(S - T_i) in Z_2^cb (S's shares reduced: S < 2^(f+J))
     Sc = S & cmk
     d = np.concatenate([(Sc - _const(ctx, t, n, cb)) & cmk for t in T])
-    v = d & low if ctx.is_client else low - (d & low)
-    (carry,) = yield from P.millionaire(ctx.sub("cmp"), ot, [(v, cb - 1)], F.RC_RADIX)
-    msb = ((d >> np.uint64(cb - 1)) & np.uint64(1)).astype(np.uint8) ^ carry
-    t = (msb ^ np.uint8(1) if ctx.is_client else msb).reshape(len(T), n)
+    (carry,) = yield from P.millionaire(ctx.sub("cmp"), ot, [P.drelu_group(ctx, d, cb)], F.RC_RADIX)
+    t = P.drelu_finish(ctx, d, cb, carry).reshape(len(T), n)
     # 2. S into Z_2^RC_BITS (0 <= S < 2^(l-2): the known-MSB extension)
     RB = F.RC_BITS
-    rmk = ring_mask(RB)
     S2 = yield from P.trunc_upcast(ctx.sub("up"), ot, S, l, 0, RB, "msb")
     # 3. one-hot of the segment (s = #thresholds <= S), each selecting A_s + B_s S
-    one = np.full(n, 1 if ctx.is_client else 0, dtype=np.uint8)
-    th = [one] + [t[i] for i in range(len(T))] + [np.zeros(n, np.uint8)]
-    oh = np.concatenate([th[s] ^ th[s + 1] for s in range(len(T) + 1)])
-    xs = np.concatenate([(_const(ctx, A, n, RB) + np.uint64(B % (1 << RB)) * S2) & rmk for A, B in consts])
-    R = yield from P.mux(ctx.sub("sel"), ot, oh, xs, RB)
-    R = R.reshape(len(consts), n).sum(axis=0, dtype=np.uint64) & rmk
+    xs = [(_const(ctx, A, n, RB) + np.uint64(B % (1 << RB)) * S2) & ring_mask(RB) for A, B in consts]
+    R = yield from segment_lines(ctx.sub("sel"), ot, t, xs, RB)
     # 4. r = floor(R / 2^RC_TR) (0 <= R < 2^(RC_BITS-3): known MSB), back in Z_2^l (r < 2^(f+2))
     r = yield from P.trunc(ctx.sub("rtr"), ot, R, RB, F.RC_TR, mode, F.RC_TR_RADIX)
     return r & ring_mask(l)
@@ -314,6 +307,19 @@ def softmax_server(ctx: Ctx, ot, x_s: np.ndarray, in_frac: int | None = None, ma
     return (yield from softmax(ctx, ot, x_s, in_frac, mask, table, trunc))
 
 
+def segment_lines(ctx: Ctx, ot, t: np.ndarray, xs, bits: int) -> Proto[np.ndarray]:
+    """sum_s [segment = s] xs[s] for a thermometer t (T, n) of boolean shares [v >= T_i]
+    (increasing thresholds): the one-hot o_s = t_(s-1) ^ t_s (t_(-1) = 1, t_T = 0) selects the
+    segment's value by ONE mux batch in Z_2^bits, then a local sum (rsqrt's and the reciprocal's
+    per-segment lines). [SIRNN, §4.3; CrypTFlow2, §4.3]"""
+    n = t.shape[1]
+    one = np.full(n, 1 if ctx.is_client else 0, dtype=np.uint8)
+    th = [one] + [t[i] for i in range(t.shape[0])] + [np.zeros(n, np.uint8)]
+    oh = np.concatenate([th[s] ^ th[s + 1] for s in range(t.shape[0] + 1)])
+    R = yield from P.mux(ctx, ot, oh, np.concatenate(xs), bits)
+    return R.reshape(len(xs), n).sum(axis=0, dtype=np.uint64) & ring_mask(bits)
+
+
 def rsqrt_core(ctx: Ctx, ot, V: np.ndarray, G: float) -> Proto[np.ndarray]:
     """r = ``nonlinear_fn._rsq_core(V, G, f)`` on shares of V in the linear ring (1 <= V < 2^41):
     ONE millionaire batch for the thermometer [V >= T_i] (all thresholds at once, in Z_2^43,
@@ -327,43 +333,26 @@ def rsqrt_core(ctx: Ctx, ot, V: np.ndarray, G: float) -> Proto[np.ndarray]:
     T = F.rsq_thresholds()
     consts = F.rsq_segments(float(G), f)
     cb = F.RSQ_CMP_BITS
-    cmk, low = ring_mask(cb), ring_mask(cb - 1)
+    cmk = ring_mask(cb)
     # 1. thermometer inputs V - T_i in Z_2^cb (shares of V reduced: V < 2^41), DReLU = 1 ^ msb
     Vs = V & cmk
     d = np.concatenate([(Vs - _const(ctx, t, n, cb)) & cmk for t in T])
-    vth = d & low if ctx.is_client else low - (d & low)
     # 2. known-MSB truncation of V by SH (as ``P.trunc(.., "msb")``): the carry of the low bits
     sh = F.RSQ_TIER_SH
     off = 1 << (L - 2)
     u = (V + np.uint64(off)) & mk if ctx.is_client else V
     lowf = ring_mask(sh)
     vl = u & lowf if ctx.is_client else lowf - (u & lowf)
-    cth, carry = yield from P.millionaire(ctx.sub("cmp"), ot, [(vth, cb - 1), (vl, sh)], F.RSQ_RADIX)
-    msb = ((d >> np.uint64(cb - 1)) & np.uint64(1)).astype(np.uint8) ^ cth
-    t = (msb ^ np.uint8(1) if ctx.is_client else msb).reshape(len(T), n)
+    cth, carry = yield from P.millionaire(ctx.sub("cmp"), ot, [P.drelu_group(ctx, d, cb), (vl, sh)], F.RSQ_RADIX)
+    t = P.drelu_finish(ctx, d, cb, cth).reshape(len(T), n)
     mb = ((u >> np.uint64(L - 1)) & np.uint64(1)).astype(np.uint8)  # w = msb_c OR msb_s
-    if ctx.is_client:
-        _, ys = yield from P.acot(ctx.sub("tr"), ot, recv=[(mb, sh), (carry, L)])
-        w = (mb.astype(np.uint64) + ys[0]) & ring_mask(sh)
-        c = (carry.astype(np.uint64) + ys[1]) & mk
-    else:
-        mbu = mb.astype(np.uint64)
-        outs, _ = yield from P.acot(ctx.sub("tr"), ot, send=[
-            ((np.uint64(0) - mbu) & ring_mask(sh), sh),
-            ((np.uint64(0) - np.uint64(2) * carry.astype(np.uint64)) & mk, L)])
-        w = (mbu + outs[0]) & ring_mask(sh)
-        c = (carry.astype(np.uint64) + outs[1]) & mk
+    w, c = yield from P.b2a(ctx.sub("tr"), ot, [(mb, sh, "or"), (carry, L)])
     V1 = ((u >> np.uint64(sh)) + c - (w << np.uint64(L - sh))) & mk
     if ctx.is_client:
         V1 = (V1 - np.uint64(off >> sh)) & mk
     # 3. one-hot of the segment (s = #thresholds <= V), each selecting A_s + B_s v'_s
-    one = np.full(n, 1 if ctx.is_client else 0, dtype=np.uint8)
-    th = [one] + [t[i] for i in range(len(T))] + [np.zeros(n, np.uint8)]
-    oh = np.concatenate([th[s] ^ th[s + 1] for s in range(len(T) + 1)])
-    xs = np.concatenate([(_const(ctx, A, n, L) + np.uint64(B % (1 << L)) * (V1 if s_ else V)) & mk
-                         for A, B, s_ in consts])
-    R = yield from P.mux(ctx.sub("sel"), ot, oh, xs, L)
-    R = R.reshape(len(consts), n).sum(axis=0, dtype=np.uint64) & mk
+    xs = [(_const(ctx, A, n, L) + np.uint64(B % (1 << L)) * (V1 if s_ else V)) & mk for A, B, s_ in consts]
+    R = yield from segment_lines(ctx.sub("sel"), ot, t, xs, L)
     # 4. r = floor(R / 2^TR) (R < 2^61: known MSB, exact)
     return (yield from P.trunc(ctx.sub("rtr"), ot, R, L, F.RSQ_TR, "msb", F.RSQ_TR_RADIX))
 
@@ -465,18 +454,9 @@ def downcast_pair(ctx: Ctx, ot, X: np.ndarray, bits: int, ks, out_bits: int, m: 
     carries = [cm[k] for k in ks]
     wk = [k for k in ks if bits - k < out_bits]  # 3. their B2A, and the wraps (w = msb_c OR msb_s)
     mb = ((u >> np.uint64(bits - 1)) & np.uint64(1)).astype(np.uint8)
-    mbu = mb.astype(np.uint64)
-    if ctx.is_client:
-        _, ys = yield from P.acot(ctx.sub("b2a"), ot, recv=[(c, out_bits) for c in carries]
-                                  + [(mb, out_bits - bits + k) for k in wk])
-        cs = [(c.astype(np.uint64) + y) & ring_mask(out_bits) for c, y in zip(carries, ys)]
-        ws = [(mbu + y) & ring_mask(out_bits - bits + k) for k, y in zip(wk, ys[len(ks):])]
-    else:
-        outs, _ = yield from P.acot(ctx.sub("b2a"), ot, send=[
-            ((np.uint64(0) - np.uint64(2) * c.astype(np.uint64)) & ring_mask(out_bits), out_bits) for c in carries]
-            + [((np.uint64(0) - mbu) & ring_mask(out_bits - bits + k), out_bits - bits + k) for k in wk])
-        cs = [(c.astype(np.uint64) + o) & ring_mask(out_bits) for c, o in zip(carries, outs)]
-        ws = [(mbu + o) & ring_mask(out_bits - bits + k) for k, o in zip(wk, outs[len(ks):])]
+    ar = yield from P.b2a(ctx.sub("b2a"), ot, [(c, out_bits) for c in carries]
+                          + [(mb, out_bits - bits + k, "or") for k in wk])
+    cs, ws = ar[:len(ks)], ar[len(ks):]
     wmap = dict(zip(wk, ws))
     out = []
     for k, c in zip(ks, cs):  # 4. floor(u / 2^k) = (u_c >> k) + (u_s >> k) + c - w 2^(bits-k)
@@ -501,7 +481,7 @@ def layernorm(ctx: Ctx, ot, X: np.ndarray, eps: float = 1e-12, beta=None, gamma=
     X = P._ring(X, L, "x")
     n = shp[-1]
     mk, smk = ring_mask(L), ring_mask(l)
-    _, E = F._ln_consts(params, n, eps)
+    E = F._ln_consts(params, n, eps)
     kv, kd = F.ln_shifts(params, n, in_frac)
     x = X.reshape(-1, n)
     rows = x.shape[0]

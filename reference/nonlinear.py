@@ -399,16 +399,17 @@ def drelu(ctx: Ctx, ot, x: np.ndarray, bits: int, m: int = RADIX) -> Proto[np.nd
 
 
 def b2a(ctx: Ctx, ot, groups):
-    """Arithmetic shares in Z_2^w of boolean shares, per group [(bits, w)]:
-    b = b_c + b_s - 2 b_c b_s, the product by one ACOT (server sender, correlation -2 b_s).
-    [CrypTFlow2, §4.3]"""
-    groups = [(_u8(b), int(w)) for b, w in groups]
+    """Arithmetic shares in Z_2^w of bits, per group ``(bits, w)`` or ``(bits, w, "or")``, all in
+    one ACOT batch (server sender): boolean shares b = b_c ^ b_s = b_c + b_s - 2 b_c b_s
+    (correlation -2 b_s), or with ``"or"`` the OR of the parties' own bits b_c + b_s - b_c b_s
+    (correlation -b_s; the known-MSB wrap of a truncation). [CrypTFlow2, §4.3; Cheetah, §5]"""
+    groups = [(_u8(g[0]), int(g[1]), 1 if g[2:] == ("or",) else 2) for g in groups]
     if ctx.is_client:
-        _, ys = yield from acot(ctx, ot, recv=groups)
-        return [(b.astype(np.uint64) + y) & ring_mask(w) for (b, w), y in zip(groups, ys)]
-    corr = [((np.uint64(0) - np.uint64(2) * b.astype(np.uint64)) & ring_mask(w), w) for b, w in groups]
+        _, ys = yield from acot(ctx, ot, recv=[(b, w) for b, w, _ in groups])
+        return [(b.astype(np.uint64) + y) & ring_mask(w) for (b, w, _), y in zip(groups, ys)]
+    corr = [((np.uint64(0) - np.uint64(k) * b.astype(np.uint64)) & ring_mask(w), w) for b, w, k in groups]
     outs, _ = yield from acot(ctx, ot, send=corr)
-    return [(b.astype(np.uint64) + o) & ring_mask(w) for (b, w), o in zip(groups, outs)]
+    return [(b.astype(np.uint64) + o) & ring_mask(w) for (b, w, _), o in zip(groups, outs)]
 
 
 def mux(ctx: Ctx, ot, b: np.ndarray, x: np.ndarray, bits: int) -> Proto[np.ndarray]:
@@ -566,19 +567,9 @@ def _trunc_core(ctx: Ctx, ot, x: np.ndarray, bits: int, f: int, mode: str, out_b
             carry, *ex = yield from millionaire(ctx, ot, [(vl, f)] + ext, m)
         elif ext:
             ex = yield from millionaire(ctx, ot, ext, m)
-        if ctx.is_client:
-            recv = [(mb, wbits)] + ([(carry, out_bits)] if carry is not None else [])
-            _, ys = yield from acot(ctx, ot, recv=recv)
-            w = (mb.astype(np.uint64) + ys[0]) & ring_mask(wbits)
-            c = (carry.astype(np.uint64) + ys[1]) & omk if carry is not None else np.zeros_like(u)
-        else:
-            mbu = mb.astype(np.uint64)
-            send = [((np.uint64(0) - mbu) & ring_mask(wbits), wbits)]
-            if carry is not None:
-                send.append(((np.uint64(0) - np.uint64(2) * carry.astype(np.uint64)) & omk, out_bits))
-            outs, _ = yield from acot(ctx, ot, send=send)
-            w = (mbu + outs[0]) & ring_mask(wbits)
-            c = (carry.astype(np.uint64) + outs[1]) & omk if carry is not None else np.zeros_like(u)
+        ar = yield from b2a(ctx, ot, [(mb, wbits, "or")] + ([(carry, out_bits)] if carry is not None else []))
+        w = ar[0]
+        c = ar[1] if carry is not None else np.zeros_like(u)
     z = ((u >> np.uint64(f)) + c - (w << np.uint64(bits - f))) & omk  # 3. the identity above
     if ctx.is_client:
         z = (z - np.uint64(off >> f)) & omk  # 4. remove the offset

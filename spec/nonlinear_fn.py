@@ -572,14 +572,14 @@ LN_DC_RADIX = 3  #: millionaire radix of LayerNorm's two down-cast carries (fewe
 
 
 def _ln_consts(params, n: int, eps: float):
-    """(k, E): k = ceil(log2 n), so that u / 2^k = c_n (x - mean) with u = n x - sum x (exact, no
-    truncation) and c_n = n / 2^k in (1/2, 1]; the eps term E = max(1, round(eps C)),
-    C = n c_n^2 2^(2 FV) (V = sum dv^2 + E = C (var + eps))."""
+    """The eps term E = max(1, round(eps C)), C = n c_n^2 2^(2 FV) (V = sum dv^2 + E =
+    C (var + eps)); c_n = n / 2^k in (1/2, 1] with k = ceil(log2 n) (``ln_shifts``: u / 2^k =
+    c_n (x - mean) for u = n x - sum x, exact, no truncation)."""
     if not 1 <= n <= LN_MAX_FEATURES:  # |z-score| <= sqrt(n - 1) < 32 needs n <= 1024 (LN_FD)
         raise ParameterError(f"LayerNorm over {n} features: supported up to {LN_MAX_FEATURES}")
     k = (n - 1).bit_length()
     C = float(n) * (n / float(1 << k)) ** 2 * 2.0 ** (2 * LN_FV)
-    return k, max(1, int(math.floor(eps * C + 0.5)))
+    return max(1, int(math.floor(eps * C + 0.5)))
 
 
 def ln_shifts(params, n: int, in_frac: int | None = None) -> tuple:
@@ -703,7 +703,7 @@ def ideal_layernorm(X, params, eps: float = 1e-12, beta=None, gamma=None, in_fra
     X = np.asarray(X, dtype=np.uint64)
     shp = X.shape
     n = shp[-1]
-    k, E = _ln_consts(params, n, eps)
+    E = _ln_consts(params, n, eps)
     kv, kd = ln_shifts(params, n, in_frac)
     x = X.reshape(-1, n)
     u = (x * np.uint64(n) - x.sum(axis=1, dtype=np.uint64)[:, None]).view(np.int64)  # mod 2^64
