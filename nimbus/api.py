@@ -126,9 +126,10 @@ class Server:
 
         A failing connection (bad peer, stale cache, timeout) is logged and the server goes on.
         Returns the number of connections handled."""
-        from nimbus.runtime import listen, run_tcp
+        from nimbus.runtime import listen, run_tcp, tune_party_process
         from nimbus.spec.errors import NimbusError
 
+        tune_party_process()  # keep freed memory, freeze the loaded heap (nimbus.runtime.tuning)
         handled = 0
         with listen(host, port, params=self.params, tls=tls, network=network, timeout=timeout) as lst:
             addr = lst.address
@@ -526,9 +527,10 @@ class Client:
               pad_to: int | None = None, truncate: bool = False, timeout: float = 300.0, retry_s: float = 0.0,
               on_result=None) -> InferenceRun:
         """Secure inference of ``texts`` (strings or token-id arrays) against a served model."""
-        from nimbus.runtime import connect, run_tcp
+        from nimbus.runtime import connect, run_tcp, tune_party_process
 
         queries = self.encode(texts, pad_to, truncate)
+        tune_party_process()  # keep freed memory, freeze the loaded heap (nimbus.runtime.tuning)
         t0 = time.perf_counter()
         with connect(host, port, params=self.params, session_id=os.urandom(16), tls=tls, network=network,
                      timeout=timeout, retry_s=retry_s) as conn:

@@ -15,14 +15,16 @@ from nimbus.spec.cost import NETWORKS, Cost
 from nimbus.spec.model import CATEGORIES, category
 from nimbus.spec.proto import CLIENT, SERVER
 
-__all__ = ["category_table", "render_table", "projections"]
+__all__ = ["category_table", "step_table", "render_table", "projections"]
 
 
 def category_table(tr, prefix: str | None = None) -> dict[str, dict]:
-    """``{category: {bytes_c2s, bytes_s2c, flights, compute_s: {client, server}, waiting_s: {...}}}``
-    for the labels under ``prefix`` (all when None), in graph order, plus ``"total"``."""
+    """``{category: {bytes_c2s, bytes_s2c, flights, compute_s: {client, server}, waiting_s: {...},
+    cpu_s: {...}}}`` for the labels under ``prefix`` (all when None), in graph order, plus
+    ``"total"``. ``cpu_s`` is process CPU time of the compute segments (TCP driver; 0 otherwise)."""
+    kinds = ("compute", "waiting", "cpu")
     acc = defaultdict(lambda: {"bytes_c2s": 0, "bytes_s2c": 0, "depths": set(),
-                               "compute_s": {CLIENT: 0.0, SERVER: 0.0}, "waiting_s": {CLIENT: 0.0, SERVER: 0.0}})
+                               **{f"{k}_s": {CLIENT: 0.0, SERVER: 0.0} for k in kinds}})
 
     def under(lab):
         return prefix is None or lab == prefix or lab.startswith(prefix + "/")
@@ -32,27 +34,48 @@ def category_table(tr, prefix: str | None = None) -> dict[str, dict]:
             a = acc[category(e.label)]
             a["bytes_c2s" if e.direction == "c2s" else "bytes_s2c"] += e.nbytes
             a["depths"].add(e.depth)
-    for kind in ("compute", "waiting"):
+    for kind in kinds:
         for role in (CLIENT, SERVER):
-            for lab, t in getattr(tr, kind)[role].items():
+            for lab, t in getattr(tr, kind, {role: {}})[role].items():
                 if under(lab):
                     acc[category(lab)][f"{kind}_s"][role] += t
     order = [c for c in CATEGORIES if c in acc] + sorted(c for c in acc if c not in CATEGORIES)
     out = {}
-    tot = {"bytes_c2s": 0, "bytes_s2c": 0, "depths": set(), "compute_s": {CLIENT: 0.0, SERVER: 0.0},
-           "waiting_s": {CLIENT: 0.0, SERVER: 0.0}}
+    tot = {"bytes_c2s": 0, "bytes_s2c": 0, "depths": set(), **{f"{k}_s": {CLIENT: 0.0, SERVER: 0.0} for k in kinds}}
     for c in order:
         a = acc[c]
         out[c] = {"bytes_c2s": a["bytes_c2s"], "bytes_s2c": a["bytes_s2c"], "flights": len(a["depths"]),
-                  "compute_s": dict(a["compute_s"]), "waiting_s": dict(a["waiting_s"])}
+                  **{f"{k}_s": dict(a[f"{k}_s"]) for k in kinds}}
         tot["bytes_c2s"] += a["bytes_c2s"]
         tot["bytes_s2c"] += a["bytes_s2c"]
         tot["depths"] |= a["depths"]
-        for k in ("compute_s", "waiting_s"):
+        for k in kinds:
             for r in (CLIENT, SERVER):
-                tot[k][r] += a[k][r]
+                tot[f"{k}_s"][r] += a[f"{k}_s"][r]
     out["total"] = {"bytes_c2s": tot["bytes_c2s"], "bytes_s2c": tot["bytes_s2c"], "flights": len(tot["depths"]),
-                    "compute_s": tot["compute_s"], "waiting_s": tot["waiting_s"]}
+                    **{f"{k}_s": tot[f"{k}_s"] for k in kinds}}
+    return out
+
+
+def step(label: str, depth: int = 4, fold: bool = True) -> str:
+    """A label without its query index, with the layer index folded if ``fold``
+    (``q0/layer3/GELU/trunc/cot`` -> ``layer*/GELU/trunc``: the steps that repeat in every layer
+    add up), cut to ``depth`` components."""
+    parts = [("layer*" if fold and p.startswith("layer") and p[5:].isdigit() else p) for p in label.split("/")
+             if not (p.startswith("q") and p[1:].isdigit())]
+    return "/".join(parts[:depth])
+
+
+def step_table(tr, depth: int = 4, fold: bool = True) -> dict[str, dict]:
+    """``{step: {compute_s, cpu_s, waiting_s: {role: seconds}}}`` of one party's transcript over
+    :func:`step` labels, in first-seen order (each party times only itself over TCP)."""
+    out: dict[str, dict] = {}
+    for kind in ("compute", "cpu", "waiting"):
+        for role in (CLIENT, SERVER):
+            for lab, t in getattr(tr, kind, {role: {}})[role].items():
+                row = out.setdefault(step(lab, depth, fold), {f"{k}_s": {CLIENT: 0.0, SERVER: 0.0}
+                                                          for k in ("compute", "cpu", "waiting")})
+                row[f"{kind}_s"][role] += t
     return out
 
 

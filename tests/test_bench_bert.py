@@ -20,7 +20,8 @@ from nimbus.spec.cost import NETWORKS
 def _args(out, **kw):
     ap = argparse.ArgumentParser()
     B.configure(ap)
-    a = ap.parse_args(["--out", str(out), "--model", "tiny", "--tokens", "8", "--repeat", "1", "--ot", "iknp"])
+    a = ap.parse_args(["--out", str(out), "--model", "tiny", "--tokens", "8", "--repeat", "1", "--ot", "iknp",
+                       "--no-tune"])  # keep the pytest process on the allocator defaults
     for k, v in kw.items():
         setattr(a, k, v)
     return a

@@ -160,6 +160,11 @@ def test_run_tcp_matches_run_local(impl):
     assert sres.transcript.compute_time(SERVER) > 0
     assert set(cres.transcript.waiting[CLIENT]) <= {e.label for e in local.transcript.entries}
     assert sres.transcript.waiting_time(SERVER, "p/input") > 0  # the server waits for the input first
+    # process CPU time per label, over the same labels as the compute time (none for the peer)
+    for res, role in ((cres, CLIENT), (sres, SERVER)):
+        tr = res.transcript
+        assert set(tr.cpu[role]) == set(tr.compute[role]) and not tr.cpu[CLIENT if role == SERVER else SERVER]
+        assert all(t >= 0 for t in tr.cpu[role].values()) and tr.cpu_time(role) > 0
 
 
 def _ahead(v):

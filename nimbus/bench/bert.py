@@ -46,6 +46,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from nimbus.cli import EXIT_OK, command  # noqa: E402
 
 #: Environment variables that change the timings (recorded in results.json).
+#: rows of the report's step table
+STEP_ROWS = 20
 TIMING_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 __all__ = ["main", "run_bench", "configure", "cmd_bench", "build_model", "report", "SCHEMA", "BASELINE"]
@@ -105,11 +107,13 @@ def _server(spec: dict):
 def _server_main(spec_json: str) -> None:
     """The server process of ``--mode tcp``: listen on a free loopback port (printed), serve
     ``connections`` connections, write each one's category table to ``out/server-<k>.json``."""
-    from nimbus.report import category_table
-    from nimbus.runtime import listen, run_tcp
+    from nimbus.report import category_table, step_table
+    from nimbus.runtime import listen, run_tcp, tune_party_process
 
     spec = json.loads(spec_json)
     srv = _server(spec)
+    if spec["tune"]:
+        tune_party_process()
     out = Path(spec["out"])
     with listen("127.0.0.1", 0, params=srv.params, network=spec["network"], timeout=spec["timeout"]) as lst:
         print(lst.address[1], flush=True)
@@ -117,7 +121,9 @@ def _server_main(spec_json: str) -> None:
             with lst.accept(timeout=None) as conn:
                 res = run_tcp(srv.connection(), conn)
                 tmp = out / f"server-{k}.json.part"
-                tmp.write_text(json.dumps({"table": category_table(res.transcript), "wall_s": res.wall_s}))
+                tmp.write_text(json.dumps({"table": category_table(res.transcript), "wall_s": res.wall_s,
+                                           "steps": step_table(res.transcript),
+                                           "layer_steps": step_table(res.transcript, 2, fold=False)}))
                 os.replace(tmp, out / f"server-{k}.json")
 
 
@@ -157,9 +163,19 @@ def _merge_server(table: dict, server_table: dict | None) -> dict:
         return table
     for cat, row in table.items():
         srow = server_table.get(cat)
-        for k in ("compute_s", "waiting_s"):
+        for k in ("compute_s", "waiting_s", "cpu_s"):
             row[k]["server"] = srow[k]["server"] if srow else 0.0
     return table
+
+
+def _merge_steps(client: dict, server: dict) -> dict:
+    """The client's step table with the server's columns (TCP: each party times only itself)."""
+    out = {k: {c: dict(v) for c, v in row.items()} for k, row in client.items()}
+    for k, srow in server.items():
+        row = out.setdefault(k, {c: {"client": 0.0, "server": 0.0} for c in srow})
+        for c, v in srow.items():
+            row[c]["server"] = v["server"]
+    return out
 
 
 def _finish(table: dict, networks, measured: float | None, shaped: str | None) -> dict:
@@ -195,7 +211,7 @@ class _Peer:
         self.port = int(line)
         self.k = 0
 
-    def table(self, timeout: float = 600.0) -> dict:
+    def table(self, timeout: float = 600.0) -> tuple[dict, dict]:
         path = self.dir / f"server-{self.k}.json"
         t0 = time.monotonic()
         while not path.exists():
@@ -205,7 +221,8 @@ class _Peer:
                 raise TimeoutError(f"no server report {path}")
             time.sleep(0.02)
         self.k += 1
-        return json.loads(path.read_text())["table"]
+        rep = json.loads(path.read_text())
+        return rep["table"], {k: rep.get(k, {}) for k in ("steps", "layer_steps")}
 
     def close(self):
         try:
@@ -255,7 +272,7 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
     """Run the benchmark described by the parsed options ``a``; returns the results (also written)."""
     from nimbus import __version__
     from nimbus.api import Client, load_secret
-    from nimbus.report import category_table
+    from nimbus.report import category_table, step_table
     from nimbus.runtime import run_local
     from nimbus.spec import model as M
     from nimbus.spec.cost import NETWORKS
@@ -277,6 +294,7 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
     data = {"schema": SCHEMA, "machine": _machine(), **_git_commit(), "nimbus": __version__,
             "options": {"model": a.model, "layers": a.layers, "tokens": list(a.tokens), "repeat": a.repeat,
                         "warmup": a.warmup, "preload": a.preload, "mode": a.mode, "networks": networks, "seed": a.seed,
+                        "tune": a.tune,
                         "study": str(Path(a.study).resolve()) if getattr(a, "study", None) else None,
                         "session": "one session per query (hello and OT setup included in each)"}}
     t0 = time.perf_counter()
@@ -299,7 +317,8 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
     log(f"model {name}: {arch.layers} layers, hidden {arch.hidden}, vocab {arch.vocab} (built in {build_s:.1f} s)")
     client = Client(cache, params=server.params, impl=server.impl, preload=a.preload)
     spec = {"model": a.model, "layers": a.layers, "seed": a.seed, "params": server.params.name,
-            "key_file": str(key_file), "config": dataclasses.asdict(config), "timeout": a.timeout}
+            "key_file": str(key_file), "config": dataclasses.asdict(config), "timeout": a.timeout,
+            "tune": a.tune}
 
     # -- setup
     setup_file = cache.parent / (cache.name + ".setup.json")
@@ -336,6 +355,10 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
     (out / "results.json").write_text(json.dumps(data, indent=1))
 
     # -- online
+    if a.tune:
+        from nimbus.runtime import tune_party_process
+
+        data["machine"]["tuning"] = tune_party_process()
     runs = []
     shaped = networks if a.mode == "tcp" else [None]
     for net in shaped:
@@ -359,12 +382,15 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
                             res = run_tcp(client.session(queries), conn)
                         tr, out_ = res.transcript, res.output
                     wall, streamed = time.perf_counter() - tw, client.stream_seconds - st0
-                    stable = peer.table() if peer else None
+                    stable, ssteps = peer.table() if peer else (None, {})
+                    steps = {k: _merge_steps(step_table(tr, *args), ssteps.get(k, {}))
+                             for k, args in (("steps", ()), ("layer_steps", (2, False)))}
                     if rep < a.warmup:
                         log(f"  {net or 'local'} {n} tokens: warm-up {wall:.2f} s (excluded)")
                         continue
                     table = _merge_server(category_table(tr), stable)
                     samples.append({"wall_s": wall, "stream_s": streamed, "categories": table,
+                                    **steps,
                                     "layer_flights": _layer_flights(tr, arch.layers)})
                     log(f"  {net or 'local'} {n} tokens: {wall:.2f} s, {tr.cost().total_bytes / 1e6:.1f} MB, "
                         f"{tr.rounds} flights")
@@ -375,6 +401,7 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
                              "wall_s": wall, "wall_samples_s": [s["wall_s"] for s in samples],
                              "stream_s": statistics.median(s["stream_s"] for s in samples),
                              "categories": _finish(med, networks, wall, net),
+                             "steps": samples[0]["steps"], "layer_steps": samples[0]["layer_steps"],
                              "layers": {"flights": lf, "round_trips": [f / 2 for f in lf],
                                         "max_round_trips": max(lf) / 2 if lf else 0,
                                         "target_round_trips": PER_LAYER_RT_TARGET}})
@@ -490,12 +517,14 @@ def report(data: dict) -> str:
             (n, d), = tot["projection_error_s"].items()
             L += [f"Projection on `{n}` {tot['projected_s'][n]:.2f} s vs measured {r['wall_s']:.2f} s "
                   f"(difference {d:+.2f} s).", ""]
-        L.append("| category | c2s MB | s2c MB | flights | RT | client s | server s | wait c s | wait s s | "
-                 + " | ".join(f"{n} s" for n in nets) + " |")
-        L.append("|---" * (9 + len(nets)) + "|")
+        L.append("| category | c2s MB | s2c MB | flights | RT | client s | server s | client CPU s | server CPU s "
+                 "| wait c s | wait s s | " + " | ".join(f"{n} s" for n in nets) + " |")
+        L.append("|---" * (11 + len(nets)) + "|")
         for c, row in r["categories"].items():
+            cpu = row.get("cpu_s", {"client": float("nan"), "server": float("nan")})
             L.append(f"| {c} | {_mb(row['bytes_c2s'])} | {_mb(row['bytes_s2c'])} | {row['flights']} | "
                      f"{row['round_trips']:g} | {row['compute_s']['client']:.3f} | {row['compute_s']['server']:.3f} | "
+                     f"{cpu['client']:.3f} | {cpu['server']:.3f} | "
                      f"{row['waiting_s']['client']:.3f} | {row['waiting_s']['server']:.3f} | "
                      + " | ".join(f"{row['projected_s'][n]:.3f}" for n in nets) + " |")
         L += ["", "Where the time goes (projected; compute = slower party, network = the rest):", "",
@@ -505,6 +534,16 @@ def report(data: dict) -> str:
             p = tot["projected_s"][n]
             L.append(f"| {n} | {p:.2f} | {comp:.2f} | {p - comp:.2f} | {100 * (p - comp) / p if p else 0:.0f}% |")
         L.append("")
+        steps = sorted(r.get("steps", {}).items(), key=lambda kv: -max(kv[1]["compute_s"].values()))[:STEP_ROWS]
+        if steps:
+            L += [f"The {len(steps)} steps with the most compute (summed over layers; CPU = process CPU "
+                  "seconds, all threads: CPU > compute means the party kept more than one core busy):", "",
+                  "| step | client s | client CPU s | client waits s | server s | server CPU s | server waits s |",
+                  "|---|---|---|---|---|---|---|"]
+            for k, v in steps:
+                L.append(f"| {k} | " + " | ".join(f"{v[c][role]:.2f}" for role in ("client", "server")
+                                                   for c in ("compute_s", "cpu_s", "waiting_s")) + " |")
+            L.append("")
     am = data.get("amortisation")
     L += ["## Setup amortisation", ""]
     if am:
@@ -556,6 +595,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="keep the expanded matrices in memory (default: when they fit)")
     p.add_argument("--seed", type=int, default=0, help="torch seed of the random model weights")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="TCP peer timeout")
+    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True,
+                   help="party-process settings (nimbus.runtime.tuning: keep freed memory, freeze the loaded heap; "
+                        "what nimbus serve / infer do); --no-tune for the allocator's defaults")
     p.add_argument("--study", default=None, metavar="STUDY.json",
                    help="an accuracy study (python -m nimbus.approx.study --out): also plot accuracy-approx.png")
 

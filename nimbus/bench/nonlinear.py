@@ -110,8 +110,15 @@ def bench_one(name: str, fn: str, params, X, Xc, Xs, kwargs: dict, repeats: int,
         "bytes_all_labels": tr.cost().total_bytes, "cots_consumed": used, "ot": ot,
         "projected_s": {n: tr.project(n) for n in NETWORKS},
         "projected_s_without_fcot": _proj_wo(tr, name, used),
-        "digest": tr.digest(), "_out": out,
+        "steps": _steps(tr, name), "digest": tr.digest(), "_out": out,
     }
+
+
+def _steps(tr, name: str) -> dict:
+    """Bytes and flights per protocol step under ``name`` (two label levels: ``softmax/exp``)."""
+    return {k: {"bytes": v["bytes_c2s"] + v["bytes_s2c"], "flights": v["rounds"],
+                "client_s": v["compute_s"][CLIENT], "server_s": v["compute_s"][SERVER]}
+            for k, v in tr.breakdown(2).items() if k.split("/")[0] == name and "/" in k}
 
 
 def _gelu_float(x):
@@ -306,7 +313,7 @@ def _bench_softmax(P, X, Xc, Xs, mask, trunc, args, table=F.DEFAULT_TABLE, repea
         "bytes_c2s": cost.c2s, "bytes_s2c": cost.s2c, "bytes": cost.total_bytes, "rounds": cost.rounds,
         "round_trips": cost.round_trips, "cots_consumed": used, "ot": args.ot,
         "projected_s": {n: tr.project(n) for n in NETWORKS}, "digest": tr.digest(),
-        "projected_s_without_fcot": _proj_wo(tr, "softmax", used),
+        "projected_s_without_fcot": _proj_wo(tr, "softmax", used), "steps": _steps(tr, "softmax"),
         "_out": runs[-1][2].client + runs[-1][2].server,
     }
 
@@ -359,6 +366,12 @@ def _report(res: dict) -> str:
         b = res["results"]["softmax-bumblebee"]["scaled_to_12x128x128"]
         lines.append(f"BumbleBee exp (1 + x/2^8)^(2^8) (Z_2^64) in our softmax, one head scaled linearly to "
                      f"12x128x128: {b['wall_s']:.1f} s, {b['bytes'] / 1e6:.0f} MB, {b['round_trips']} RT.")
+    lines += ["", "## Where the bytes go (per protocol step)", "",
+              "| workload | step | MB | flights | client s | server s |", "|---|---|---|---|---|---|"]
+    for k, r in res["results"].items():
+        for st, v in sorted(r.get("steps", {}).items(), key=lambda kv: -kv[1]["bytes"]):
+            lines.append(f"| {k} | {st.split('/', 1)[1]} | {v['bytes'] / 1e6:.1f} | {v['flights']} | "
+                         f"{v['client_s']:.3f} | {v['server_s']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -372,12 +385,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--baseline", action="store_true", help="also the BumbleBee GELU on a slice")
     ap.add_argument("--only", default="gelu,softmax,layernorm,tanh",
                     help="comma-separated workloads (gelu, softmax, layernorm, tanh)")
+    ap.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True,
+                    help="party-process settings (nimbus.runtime.tuning), as nimbus serve / infer run")
     args = ap.parse_args(argv)
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    tuned = None
+    if args.tune:
+        from nimbus.runtime import tune_party_process
+
+        tuned = tune_party_process()
     results = run_all(args)
     res = {"meta": {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                     "loadavg": [round(v, 2) for v in os.getloadavg()], "preset": args.preset, "ot": args.ot,
-                    "repeats": args.repeats, "quick": args.quick, "numpy": np.__version__,
+                    "repeats": args.repeats, "quick": args.quick, "numpy": np.__version__, "tuning": tuned,
                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
            "targets": TARGETS, "results": results}
     args.out.mkdir(parents=True, exist_ok=True)

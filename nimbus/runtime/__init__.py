@@ -9,9 +9,10 @@ from .local import LocalResult, run_local
 from .netem import LinkShaper, NetCheckResult, net_check
 from .tcp import Connection, Listener, TcpResult, TlsConfig, connect, listen, run_tcp
 from .transcript import Entry, Transcript
+from .tuning import tune_party_process
 
 __all__ = [
     "run_local", "LocalResult", "Transcript", "Entry",
     "run_tcp", "TcpResult", "connect", "listen", "Listener", "Connection", "TlsConfig",
-    "LinkShaper", "net_check", "NetCheckResult",
+    "LinkShaper", "net_check", "NetCheckResult", "tune_party_process",
 ]

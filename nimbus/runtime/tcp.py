@@ -961,6 +961,25 @@ def _next_frame(conn: Connection, req: Recv, aside: dict, tr: Transcript, d_in: 
         return f, None
 
 
+class _Clock:
+    """Wall and process-CPU seconds of one party's compute segments (between its I/O requests).
+
+    The CPU figure is the whole process's (all threads: numba, BLAS, and this driver's I/O
+    threads); with both parties on one machine, wall vs CPU shows how many cores a party kept
+    busy while the other computed or waited."""
+
+    def __init__(self, tr: Transcript, role: str):
+        self.tr, self.role, self.cpu0 = tr, role, 0.0
+
+    def start(self) -> float:
+        self.cpu0 = time.process_time()
+        return time.perf_counter()
+
+    def stop(self, label: str, t0: float) -> None:
+        self.tr.add_compute(self.role, label, time.perf_counter() - t0)
+        self.tr.add_cpu(self.role, label, time.process_time() - self.cpu0)
+
+
 def run_tcp(gen, conn: Connection) -> TcpResult:
     """Run one party's protocol generator to completion over ``conn``.
 
@@ -985,13 +1004,14 @@ def run_tcp(gen, conn: Connection) -> TcpResult:
     label = ""
     value = None
     t_start = time.perf_counter()
+    clock = _Clock(tr, role)
     try:
         while True:
-            t0 = time.perf_counter()
+            t0 = clock.start()
             try:
                 req = gen.send(value)
             except StopIteration as stop:
-                tr.add_compute(role, label, time.perf_counter() - t0)
+                clock.stop(label, t0)
                 output = stop.value
                 break
             except Exception as e:
@@ -1005,14 +1025,14 @@ def run_tcp(gen, conn: Connection) -> TcpResult:
                 payload = req.msg.encode(req.ctx.params)
                 tr.record(d_out, label, type(req.msg).__name__, req.msg.TAG, payload, depth + 1)
                 tr.framing_bytes += hs
-                tr.add_compute(role, label, time.perf_counter() - t0)
+                clock.stop(label, t0)
                 conn.send_data(payload, depth + 1)
             else:
-                tr.add_compute(role, label, time.perf_counter() - t0)
+                clock.stop(label, t0)
                 tw = time.perf_counter()
                 f, at = _next_frame(conn, req, aside, tr, d_in)
-                t1 = time.perf_counter()
-                tr.add_waiting(role, label, t1 - tw)
+                tr.add_waiting(role, label, time.perf_counter() - tw)
+                t1 = clock.start()
                 value = Message.decode(f.payload, req.ctx.params, expect=req.msg_type)
                 depth = max(depth, f.depth)
                 if at is None:
@@ -1020,7 +1040,7 @@ def run_tcp(gen, conn: Connection) -> TcpResult:
                     tr.framing_bytes += hs
                 else:  # recorded on arrival; now we know whose it is
                     tr.entries[at] = dataclasses.replace(tr.entries[at], label=label)
-                tr.add_compute(role, label, time.perf_counter() - t1)
+                clock.stop(label, t1)
         if any(aside.values()):
             raise ProtocolError(f"the {role}'s protocol ended with {sum(map(len, aside.values()))} "
                                 "look-ahead message(s) of the peer not taken")

@@ -41,6 +41,9 @@ class Transcript:
     #: seconds of computation per party per label (time between the party's I/O requests,
     #: encoding and decoding included, attributed to the label of the request that followed).
     compute: dict = field(default_factory=lambda: {CLIENT: defaultdict(float), SERVER: defaultdict(float)})
+    #: process CPU seconds (all threads) of a party's compute segments per label (TCP driver only:
+    #: in ``run_local`` both parties share one process).
+    cpu: dict = field(default_factory=lambda: {CLIENT: defaultdict(float), SERVER: defaultdict(float)})
     #: seconds a party spent blocked waiting for the peer (TCP driver only).
     waiting: dict = field(default_factory=lambda: {CLIENT: defaultdict(float), SERVER: defaultdict(float)})
     framing_bytes: int = 0
@@ -56,6 +59,9 @@ class Transcript:
 
     def add_compute(self, role: str, label: str, seconds: float) -> None:
         self.compute[role][label] += seconds
+
+    def add_cpu(self, role: str, label: str, seconds: float) -> None:
+        self.cpu[role][label] += seconds
 
     def add_waiting(self, role: str, label: str, seconds: float) -> None:
         self.waiting[role][label] += seconds
@@ -87,6 +93,9 @@ class Transcript:
     def compute_time(self, role: str, prefix: str | None = None) -> float:
         return sum(t for lab, t in self.compute[role].items() if _under(lab, prefix))
 
+    def cpu_time(self, role: str, prefix: str | None = None) -> float:
+        return sum(t for lab, t in self.cpu[role].items() if _under(lab, prefix))
+
     def waiting_time(self, role: str, prefix: str | None = None) -> float:
         return sum(t for lab, t in self.waiting[role].items() if _under(lab, prefix))
 
@@ -105,6 +114,7 @@ class Transcript:
                 "bytes_c2s": c.c2s, "bytes_s2c": c.s2c, "rounds": c.rounds,
                 "compute_s": {r: self.compute_time(r, p) for r in (CLIENT, SERVER)},
                 "waiting_s": {r: self.waiting_time(r, p) for r in (CLIENT, SERVER)},
+                "cpu_s": {r: self.cpu_time(r, p) for r in (CLIENT, SERVER)},
             }
         return out
 
