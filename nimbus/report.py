@@ -36,7 +36,7 @@ def category_table(tr, prefix: str | None = None) -> dict[str, dict]:
             a["depths"].add(e.depth)
     for kind in kinds:
         for role in (CLIENT, SERVER):
-            for lab, t in getattr(tr, kind, {role: {}})[role].items():
+            for lab, t in getattr(tr, kind)[role].items():
                 if under(lab):
                     acc[category(lab)][f"{kind}_s"][role] += t
     order = [c for c in CATEGORIES if c in acc] + sorted(c for c in acc if c not in CATEGORIES)
@@ -72,7 +72,7 @@ def step_table(tr, depth: int = 4, fold: bool = True) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for kind in ("compute", "cpu", "waiting"):
         for role in (CLIENT, SERVER):
-            for lab, t in getattr(tr, kind, {role: {}})[role].items():
+            for lab, t in getattr(tr, kind)[role].items():
                 row = out.setdefault(step(lab, depth, fold), {f"{k}_s": {CLIENT: 0.0, SERVER: 0.0}
                                                           for k in ("compute", "cpu", "waiting")})
                 row[f"{kind}_s"][role] += t

@@ -45,9 +45,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from nimbus.cli import EXIT_OK, command  # noqa: E402
 
-#: Environment variables that change the timings (recorded in results.json).
 #: rows of the report's step table
 STEP_ROWS = 20
+#: Environment variables that change the timings (recorded in results.json).
 TIMING_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 __all__ = ["main", "run_bench", "configure", "cmd_bench", "build_model", "report", "SCHEMA", "BASELINE"]

@@ -986,8 +986,8 @@ def run_tcp(gen, conn: Connection) -> TcpResult:
     Runs on: each party, with its own generator and its end of the connection. Sends are queued
     (the generator keeps computing while the writer thread sends); receives block at most
     ``conn.timeout``. Records the transcript as ``run_local`` does; compute time per label (time
-    in the generator plus encoding/decoding) and waiting time per label (blocked on the peer).
-    Ends with the BYE exchange; the connection can then run another generator.
+    in the generator plus encoding/decoding), its process CPU time (``Transcript.cpu``) and
+    waiting time per label (blocked on the peer). Ends with the BYE exchange; the connection can then run another generator.
 
     On failure the peer is told why (ERROR frame), the connection is closed and the error
     re-raised: ``RemoteError`` (the peer aborted), ``PeerDisconnected``, ``PeerTimeout``,
