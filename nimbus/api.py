@@ -121,15 +121,18 @@ class Server:
 
     def serve(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, tls=None, network=None,
               max_connections: int | None = None, timeout: float = 300.0, log: Callable = print,
-              ready: Callable | None = None) -> int:
+              ready: Callable | None = None, tune: bool = True) -> int:
         """Serve connections one after another (setup or sessions) until ``max_connections``.
 
         A failing connection (bad peer, stale cache, timeout) is logged and the server goes on.
-        Returns the number of connections handled."""
+        ``tune``: apply the party-process settings first (``nimbus.runtime.tune_party_process``:
+        process-wide allocator and collector policy; pass False when embedding the server in an
+        application that must keep its own). Returns the number of connections handled."""
         from nimbus.runtime import listen, run_tcp, tune_party_process
         from nimbus.spec.errors import NimbusError
 
-        tune_party_process()  # keep freed memory, freeze the loaded heap (nimbus.runtime.tuning)
+        if tune:
+            tune_party_process()  # keep freed memory, freeze the loaded heap
         handled = 0
         with listen(host, port, params=self.params, tls=tls, network=network, timeout=timeout) as lst:
             addr = lst.address
@@ -525,12 +528,14 @@ class Client:
 
     def infer(self, texts: Sequence, host: str, port: int = DEFAULT_PORT, *, tls=None, network=None,
               pad_to: int | None = None, truncate: bool = False, timeout: float = 300.0, retry_s: float = 0.0,
-              on_result=None) -> InferenceRun:
-        """Secure inference of ``texts`` (strings or token-id arrays) against a served model."""
+              on_result=None, tune: bool = True) -> InferenceRun:
+        """Secure inference of ``texts`` (strings or token-id arrays) against a served model.
+        ``tune``: as :meth:`Server.serve` (process-wide settings; False keeps the process's own)."""
         from nimbus.runtime import connect, run_tcp, tune_party_process
 
         queries = self.encode(texts, pad_to, truncate)
-        tune_party_process()  # keep freed memory, freeze the loaded heap (nimbus.runtime.tuning)
+        if tune:
+            tune_party_process()  # keep freed memory, freeze the loaded heap
         t0 = time.perf_counter()
         with connect(host, port, params=self.params, session_id=os.urandom(16), tls=tls, network=network,
                      timeout=timeout, retry_s=retry_s) as conn:

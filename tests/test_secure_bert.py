@@ -141,13 +141,14 @@ def test_tcp_with_tls_equals_in_process(cls_pair, tmp_path):
 
     def serve():
         srv.serve("127.0.0.1", 0, tls=TlsConfig.server(cert, key), max_connections=1, log=lambda s: None,
-                  ready=lambda a: (addr.update(a=a), ready.set()))
+                  ready=lambda a: (addr.update(a=a), ready.set()), tune=False)  # pytest keeps its settings
 
     th = threading.Thread(target=serve, daemon=True)
     th.start()
     assert ready.wait(30)
     texts = [np.array([2, 4, 3]), np.array([2, 8, 8, 9, 3])]
-    remote = cl.infer(texts, "127.0.0.1", addr["a"][1], tls=TlsConfig.client(cafile=cert, server_hostname="localhost"))
+    remote = cl.infer(texts, "127.0.0.1", addr["a"][1], tls=TlsConfig.client(cafile=cert, server_hostname="localhost"),
+                      tune=False)
     th.join(60)
     local = cl.infer_local(srv, texts)
     for a, b in zip(remote.predictions, local.predictions):
