@@ -193,3 +193,26 @@ def test_table_option(result, tmp_path):
     assert "ours-bert-base-random-global" in (tmp_path / "report.md").read_text()
     with pytest.raises(SystemExit, match="--table"):
         B.run_bench(_args(tmp_path / "x", table="no-such-table"), log=lambda s: None)
+
+
+def test_peak_memory_per_query(result):
+    _, data = result
+    (run,) = data["runs"]
+    pk = run["peak_rss_bytes"]
+    assert set(pk) == {"both"} and pk["both"] > 10e6  # local mode: one process holds both parties
+    assert "Peak resident memory during the query" in B.report(data)
+
+
+def test_peak_rss_resets_to_the_interval():
+    """In a child process (the allocator's defaults: freed blocks go back to the kernel)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, json; from nimbus.bench.memory import peak_rss, reset_peak_rss\n"
+            "a = np.ones(64 << 20, dtype=np.uint8); high = peak_rss(); del a\n"
+            "ok = reset_peak_rss(); print(json.dumps([high, ok, peak_rss()]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    high, ok, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert high >= 64 << 20
+    if ok:  # Linux: the mark restarts from what is resident now
+        assert after < high

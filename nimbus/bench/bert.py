@@ -110,6 +110,8 @@ def _server_main(spec_json: str) -> None:
     from nimbus.report import category_table, step_table
     from nimbus.runtime import listen, run_tcp, tune_party_process
 
+    from .memory import peak_rss, reset_peak_rss
+
     spec = json.loads(spec_json)
     srv = _server(spec)
     if spec["tune"]:
@@ -119,10 +121,11 @@ def _server_main(spec_json: str) -> None:
         print(lst.address[1], flush=True)
         for k in range(spec["connections"]):
             with lst.accept(timeout=None) as conn:
+                reset_peak_rss()
                 res = run_tcp(srv.connection(), conn)
                 tmp = out / f"server-{k}.json.part"
                 tmp.write_text(json.dumps({"table": category_table(res.transcript), "wall_s": res.wall_s,
-                                           "steps": step_table(res.transcript),
+                                           "steps": step_table(res.transcript), "peak_rss": peak_rss(),
                                            "layer_steps": step_table(res.transcript, 2, fold=False)}))
                 os.replace(tmp, out / f"server-{k}.json")
 
@@ -212,6 +215,7 @@ class _Peer:
         self.k = 0
 
     def table(self, timeout: float = 600.0) -> tuple[dict, dict]:
+        """The next connection's category table, and its steps, layer steps and peak RSS."""
         path = self.dir / f"server-{self.k}.json"
         t0 = time.monotonic()
         while not path.exists():
@@ -222,7 +226,7 @@ class _Peer:
             time.sleep(0.02)
         self.k += 1
         rep = json.loads(path.read_text())
-        return rep["table"], {k: rep.get(k, {}) for k in ("steps", "layer_steps")}
+        return rep["table"], {k: rep.get(k) for k in ("steps", "layer_steps", "peak_rss")}
 
     def close(self):
         try:
@@ -274,6 +278,8 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
     from nimbus.api import Client, load_secret
     from nimbus.report import category_table, step_table
     from nimbus.runtime import run_local
+
+    from .memory import peak_rss, reset_peak_rss
     from nimbus.spec import model as M
     from nimbus.spec.cost import NETWORKS
 
@@ -369,6 +375,7 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
                 for rep in range(a.repeat + a.warmup):
                     toks = _tokens(arch, n, f"{n}/{rep}")
                     queries = client.encode([toks])
+                    reset_peak_rss()
                     tw, st0 = time.perf_counter(), client.stream_seconds
                     if peer is None:
                         res = run_local(client.session(queries), server.connection())
@@ -382,15 +389,17 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
                             res = run_tcp(client.session(queries), conn)
                         tr, out_ = res.transcript, res.output
                     wall, streamed = time.perf_counter() - tw, client.stream_seconds - st0
-                    stable, ssteps = peer.table() if peer else (None, {})
-                    steps = {k: _merge_steps(step_table(tr, *args), ssteps.get(k, {}))
+                    mine = peak_rss()
+                    stable, sx = peer.table() if peer else (None, {})
+                    steps = {k: _merge_steps(step_table(tr, *args), sx.get(k) or {})
                              for k, args in (("steps", ()), ("layer_steps", (2, False)))}
+                    peak = {"client": mine, "server": sx.get("peak_rss")} if peer else {"both": mine}
                     if rep < a.warmup:
                         log(f"  {net or 'local'} {n} tokens: warm-up {wall:.2f} s (excluded)")
                         continue
                     table = _merge_server(category_table(tr), stable)
                     samples.append({"wall_s": wall, "stream_s": streamed, "categories": table,
-                                    **steps,
+                                    "peak_rss_bytes": peak, **steps,
                                     "layer_flights": _layer_flights(tr, arch.layers)})
                     log(f"  {net or 'local'} {n} tokens: {wall:.2f} s, {tr.cost().total_bytes / 1e6:.1f} MB, "
                         f"{tr.rounds} flights")
@@ -402,6 +411,7 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
                              "stream_s": statistics.median(s["stream_s"] for s in samples),
                              "categories": _finish(med, networks, wall, net),
                              "steps": samples[0]["steps"], "layer_steps": samples[0]["layer_steps"],
+                             "peak_rss_bytes": _median_tree([s["peak_rss_bytes"] for s in samples]),
                              "layers": {"flights": lf, "round_trips": [f / 2 for f in lf],
                                         "max_round_trips": max(lf) / 2 if lf else 0,
                                         "target_round_trips": PER_LAYER_RT_TARGET}})
@@ -509,6 +519,12 @@ def report(data: dict) -> str:
               f"= {tot['round_trips']:.1f} round trips. Per encoder layer round trips: "
               f"{', '.join(f'{x:g}' for x in r['layers']['round_trips'])} (target <= {r['layers']['target_round_trips']}).",
               ""]
+        pk = r.get("peak_rss_bytes") or {}
+        if any(pk.values()):
+            who = ", ".join(f"{k if k != 'both' else 'both parties (one process)'} "
+                            f"{v / 1e9:.2f} GB" for k, v in pk.items() if v)
+            L += [f"Peak resident memory during the query (the high-water mark reset at its start; what the "
+                  f"process already held counts): {who}.", ""]
         if r.get("stream_s"):
             L += [f"The client's expanded matrices did not fit in memory: {r['stream_s']:.2f} s of its Linear "
                   "compute is streaming them from the cache (reading, verifying, expanding) during the query; "
