@@ -39,3 +39,40 @@ def test_tune_party_process_once_in_a_child():
         assert r["first"]["malloc"] == glibc
     n = 1 << 22
     assert r["sum"] == (2654435761 * (n * (n - 1) // 2)) % (1 << 64)
+
+
+KEEP = r"""
+import json, sys
+import numpy as np
+from nimbus.runtime import tune_party_process
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+
+ok = tune_party_process()["malloc"] if sys.argv[1] == "tuned" else None
+a = np.ones(256 << 20, dtype=np.uint8)  # 256 MiB, touched
+held = rss()
+del a
+print(json.dumps([held, rss(), ok]))
+"""
+
+
+def test_freed_memory_stays_with_the_tuned_process_only():
+    """What the allocator setting is for: a freed large block stays resident (to be reused
+    without the kernel zeroing it again) in a tuned process, and goes back by default."""
+    import pytest
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/status")
+    out = {}
+    for mode in ("tuned", "default"):
+        r = subprocess.run([sys.executable, "-c", KEEP, mode], capture_output=True, text=True, timeout=120, check=True)
+        out[mode] = json.loads(r.stdout.strip().splitlines()[-1])
+    mb = 1 << 20
+    held, after, _ = out["default"]
+    assert held - after > 200 * mb  # returned to the kernel on free
+    held, after, malloc = out["tuned"]
+    if not malloc:
+        pytest.skip("no glibc mallopt here")
+    assert held - after < 16 * mb  # kept
