@@ -18,42 +18,54 @@ from nimbus.spec.proto import CLIENT, SERVER
 __all__ = ["category_table", "step_table", "render_table", "projections"]
 
 
+KINDS = ("compute", "waiting", "cpu")  #: the transcript's per-party seconds: ``<kind>_s`` columns
+
+
+def _timings(tr, key, under=lambda lab: True) -> dict[str, dict]:
+    """``{key(label): {"<kind>_s": {role: seconds}}}`` over the transcript's per-label seconds of
+    both parties (labels passing ``under``), in first-seen order."""
+    out: dict[str, dict] = {}
+    for kind in KINDS:
+        for role in (CLIENT, SERVER):
+            for lab, t in getattr(tr, kind)[role].items():
+                if under(lab):
+                    row = out.setdefault(key(lab), {f"{k}_s": {CLIENT: 0.0, SERVER: 0.0} for k in KINDS})
+                    row[f"{kind}_s"][role] += t
+    return out
+
+
 def category_table(tr, prefix: str | None = None) -> dict[str, dict]:
     """``{category: {bytes_c2s, bytes_s2c, flights, compute_s: {client, server}, waiting_s: {...},
     cpu_s: {...}}}`` for the labels under ``prefix`` (all when None), in graph order, plus
     ``"total"``. ``cpu_s`` is process CPU time of the compute segments (TCP driver; 0 otherwise)."""
-    kinds = ("compute", "waiting", "cpu")
-    acc = defaultdict(lambda: {"bytes_c2s": 0, "bytes_s2c": 0, "depths": set(),
-                               **{f"{k}_s": {CLIENT: 0.0, SERVER: 0.0} for k in kinds}})
-
     def under(lab):
         return prefix is None or lab == prefix or lab.startswith(prefix + "/")
 
+    zero = {f"{k}_s": {CLIENT: 0.0, SERVER: 0.0} for k in KINDS}
+    acc = defaultdict(lambda: {"bytes_c2s": 0, "bytes_s2c": 0, "depths": set()})
     for e in tr.entries:
         if under(e.label):
             a = acc[category(e.label)]
             a["bytes_c2s" if e.direction == "c2s" else "bytes_s2c"] += e.nbytes
             a["depths"].add(e.depth)
-    for kind in kinds:
-        for role in (CLIENT, SERVER):
-            for lab, t in getattr(tr, kind)[role].items():
-                if under(lab):
-                    acc[category(lab)][f"{kind}_s"][role] += t
+    times = _timings(tr, category, under)
+    for c in times:
+        acc[c]  # a category with compute but no message
     order = [c for c in CATEGORIES if c in acc] + sorted(c for c in acc if c not in CATEGORIES)
     out = {}
-    tot = {"bytes_c2s": 0, "bytes_s2c": 0, "depths": set(), **{f"{k}_s": {CLIENT: 0.0, SERVER: 0.0} for k in kinds}}
+    tot = {"bytes_c2s": 0, "bytes_s2c": 0, "depths": set(), **{k: dict(v) for k, v in zero.items()}}
     for c in order:
-        a = acc[c]
+        a, t = acc[c], times.get(c, zero)
         out[c] = {"bytes_c2s": a["bytes_c2s"], "bytes_s2c": a["bytes_s2c"], "flights": len(a["depths"]),
-                  **{f"{k}_s": dict(a[f"{k}_s"]) for k in kinds}}
+                  **{k: dict(v) for k, v in t.items()}}
         tot["bytes_c2s"] += a["bytes_c2s"]
         tot["bytes_s2c"] += a["bytes_s2c"]
         tot["depths"] |= a["depths"]
-        for k in kinds:
+        for k, v in t.items():
             for r in (CLIENT, SERVER):
-                tot[f"{k}_s"][r] += a[f"{k}_s"][r]
+                tot[k][r] += v[r]
     out["total"] = {"bytes_c2s": tot["bytes_c2s"], "bytes_s2c": tot["bytes_s2c"], "flights": len(tot["depths"]),
-                    **{f"{k}_s": tot[f"{k}_s"] for k in kinds}}
+                    **{k: tot[k] for k in zero}}
     return out
 
 
@@ -67,16 +79,9 @@ def step(label: str, depth: int = 4, fold: bool = True) -> str:
 
 
 def step_table(tr, depth: int = 4, fold: bool = True) -> dict[str, dict]:
-    """``{step: {compute_s, cpu_s, waiting_s: {role: seconds}}}`` of one party's transcript over
+    """``{step: {compute_s, waiting_s, cpu_s: {role: seconds}}}`` of one party's transcript over
     :func:`step` labels, in first-seen order (each party times only itself over TCP)."""
-    out: dict[str, dict] = {}
-    for kind in ("compute", "cpu", "waiting"):
-        for role in (CLIENT, SERVER):
-            for lab, t in getattr(tr, kind)[role].items():
-                row = out.setdefault(step(lab, depth, fold), {f"{k}_s": {CLIENT: 0.0, SERVER: 0.0}
-                                                          for k in ("compute", "cpu", "waiting")})
-                row[f"{kind}_s"][role] += t
-    return out
+    return _timings(tr, lambda lab: step(lab, depth, fold))
 
 
 def projections(row: dict, networks=tuple(NETWORKS)) -> dict[str, float]:

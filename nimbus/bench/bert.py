@@ -160,25 +160,19 @@ def _layer_flights(tr, layers: int) -> list[int]:
     return [len(d) for d in depths]
 
 
-def _merge_server(table: dict, server_table: dict | None) -> dict:
-    """The client's table with the server's compute/waiting (TCP: each party times only itself)."""
-    if server_table is None:
-        return table
-    for cat, row in table.items():
-        srow = server_table.get(cat)
-        for k in ("compute_s", "waiting_s", "cpu_s"):
-            row[k]["server"] = srow[k]["server"] if srow else 0.0
+def _merge_server(table: dict, server: dict | None, new_rows: bool = False) -> dict:
+    """The client's table (categories or steps) with the server's timing columns (TCP: each party
+    times only itself; the client's own server columns are zero). ``new_rows``: a row only the
+    server has (a step of its own) is added."""
+    from nimbus.report import KINDS
+
+    for k, srow in (server or {}).items():
+        if k not in table and not new_rows:
+            continue
+        row = table.setdefault(k, {f"{kind}_s": {"client": 0.0, "server": 0.0} for kind in KINDS})
+        for kind in KINDS:
+            row[f"{kind}_s"]["server"] = srow[f"{kind}_s"]["server"]
     return table
-
-
-def _merge_steps(client: dict, server: dict) -> dict:
-    """The client's step table with the server's columns (TCP: each party times only itself)."""
-    out = {k: {c: dict(v) for c, v in row.items()} for k, row in client.items()}
-    for k, srow in server.items():
-        row = out.setdefault(k, {c: {"client": 0.0, "server": 0.0} for c in srow})
-        for c, v in srow.items():
-            row[c]["server"] = v["server"]
-    return out
 
 
 def _finish(table: dict, networks, measured: float | None, shaped: str | None) -> dict:
@@ -391,12 +385,12 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
                     wall, streamed = time.perf_counter() - tw, client.stream_seconds - st0
                     mine = peak_rss()
                     stable, sx = peer.table() if peer else (None, {})
-                    steps = {k: _merge_steps(step_table(tr, *args), sx.get(k) or {})
-                             for k, args in (("steps", ()), ("layer_steps", (2, False)))}
-                    peak = {"client": mine, "server": sx.get("peak_rss")} if peer else {"both": mine}
                     if rep < a.warmup:
                         log(f"  {net or 'local'} {n} tokens: warm-up {wall:.2f} s (excluded)")
                         continue
+                    steps = {k: _merge_server(step_table(tr, *args), sx.get(k), new_rows=True)
+                             for k, args in (("steps", ()), ("layer_steps", (2, False)))}
+                    peak = {"client": mine, "server": sx.get("peak_rss")} if peer else {"both": mine}
                     table = _merge_server(category_table(tr), stable)
                     samples.append({"wall_s": wall, "stream_s": streamed, "categories": table,
                                     "peak_rss_bytes": peak, **steps,
